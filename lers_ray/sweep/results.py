@@ -1,0 +1,57 @@
+"""``results.parquet``: one row per finished trial, written as trials finish.
+
+Rows are upserted by ``trial_key``, and the file is rewritten through a temporary file and an
+atomic rename, so a sweep killed at any moment leaves the last complete table behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RESULTS_FILE = "results.parquet"
+
+
+class ResultsTable:
+    """The sweep's results file with upsert-by-trial-key semantics."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.path = sweep_dir / RESULTS_FILE
+        self._rows: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            for row in pd.read_parquet(self.path).to_dict("records"):
+                self._rows[str(row["trial_key"])] = row
+
+    def keys(self) -> set[str]:
+        """Return the trial keys already recorded."""
+        return set(self._rows)
+
+    def upsert(self, row: dict[str, Any]) -> None:
+        """Add or replace the row of ``row['trial_key']`` and rewrite the file atomically."""
+        self._rows[str(row["trial_key"])] = row
+        frame = pd.DataFrame(list(self._rows.values()))
+        temporary = self.path.with_suffix(".parquet.tmp")
+        frame.to_parquet(temporary, index=False)
+        os.replace(temporary, self.path)
+
+    def frame(self) -> pd.DataFrame:
+        """Return all rows as a DataFrame."""
+        return pd.DataFrame(list(self._rows.values()))
+
+
+def read_results(sweep_dir: str | Path) -> pd.DataFrame:
+    """Read a sweep's ``results.parquet``.
+
+    Raises:
+        FileNotFoundError: if the sweep has no results yet.
+    """
+    path = Path(sweep_dir) / RESULTS_FILE
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: the sweep folder has no finished trials yet "
+            "(is it the folder given as output_dir?)"
+        )
+    return pd.read_parquet(path)

@@ -1,0 +1,213 @@
+"""Run a sweep: set up its folder, MLflow and Ray, then let Ray Tune schedule the trials.
+
+The sweep folder holds everything needed to resume: the resolved spec (``spec.yaml``), the
+sweep id and tracking URI (``sweep.json``), Optuna's study storage (``optuna.db``), the results
+table (``results.parquet``), per-trial folders under ``studies/``, Tune's own files under
+``tune/``, and by default the MLflow store (``mlflow.db``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lers_ray.config import ConfigError, dump_yaml, load_yaml_mapping
+from lers_ray.sweep.spec import SweepSpec, build_studies, parse_sweep_spec
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "sweep.json"
+SPEC_FILE = "spec.yaml"
+
+
+@dataclass
+class SweepOutcome:
+    """What a finished (or interrupted) sweep produced."""
+
+    sweep_dir: Path
+    tracking_uri: str
+    studies: list[dict[str, Any]]
+    """One row per study: progress and the best trial's metrics."""
+    complete: bool
+    """True when every study finished its planned trials (or is blocked)."""
+
+
+def default_tracking_uri(sweep_dir: Path) -> str:
+    """Return the embedded default tracking store: SQLite in the sweep folder."""
+    return f"sqlite:///{sweep_dir / 'mlflow.db'}"
+
+
+def prepare_sweep_dir(
+    spec: SweepSpec, tracking_uri: str | None, data_dir: Path
+) -> tuple[Path, dict[str, Any]]:
+    """Create a new sweep folder and write its spec and state files.
+
+    Raises:
+        ConfigError: if the folder already holds a sweep (resume it instead).
+    """
+    sweep_dir = spec.output_path()
+    if (sweep_dir / STATE_FILE).exists():
+        raise ConfigError(
+            f"{sweep_dir} already holds a sweep; resume it with 'lers-ray sweep --resume "
+            f"{sweep_dir}' or set a new output_dir"
+        )
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    # The stored spec points at absolute paths so a resume from another directory finds them.
+    spec.search_space_dir = str(spec.space_dir())
+    spec.output_dir = str(sweep_dir)
+    for dataset in spec.datasets:
+        if dataset.path:
+            dataset.path = str(Path(dataset.path).expanduser().resolve())
+    state = {
+        "sweep_id": uuid.uuid4().hex,
+        "name": spec.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "tracking_uri": tracking_uri or spec.tracking_uri or default_tracking_uri(sweep_dir),
+        "data_dir": str(data_dir),
+    }
+    dump_yaml(spec.to_dict(), sweep_dir / SPEC_FILE)
+    (sweep_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+    return sweep_dir, state
+
+
+def load_sweep_dir(sweep_dir: Path) -> tuple[SweepSpec, dict[str, Any]]:
+    """Read the spec and state of an existing sweep folder.
+
+    Raises:
+        ConfigError: if the folder is not a sweep folder.
+    """
+    sweep_dir = sweep_dir.expanduser().resolve()
+    if not (sweep_dir / STATE_FILE).exists():
+        raise ConfigError(
+            f"{sweep_dir} is not a sweep folder ({STATE_FILE} not found); give the output_dir "
+            "of a sweep that was started with 'lers-ray sweep SPEC'"
+        )
+    state = json.loads((sweep_dir / STATE_FILE).read_text())
+    spec = parse_sweep_spec(load_yaml_mapping(sweep_dir / SPEC_FILE), str(sweep_dir / SPEC_FILE))
+    spec.output_dir = str(sweep_dir)
+    return spec, state
+
+
+def run_sweep(
+    spec: SweepSpec | None = None,
+    *,
+    resume_dir: Path | None = None,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    data_dir: str | Path | None = None,
+    num_cpus: int | None = None,
+) -> SweepOutcome:
+    """Run (or resume) a sweep to completion.
+
+    Args:
+        spec: the sweep to start; ``None`` when resuming.
+        resume_dir: folder of a sweep to resume; finished trials are not run again.
+        address: Ray cluster address; overrides the spec's ``ray_address``. ``None`` and no
+            address in the spec start a local cluster.
+        tracking_uri: MLflow URI; overrides the spec's and the stored one.
+        data_dir: dataset folder; overrides ``LERS_DATA_DIR`` and the stored one.
+        num_cpus: CPUs of a local Ray cluster (default: all).
+
+    Raises:
+        ConfigError: on an invalid spec, search space or sweep folder.
+    """
+    import ray
+    from ray import tune
+
+    from lers_ray.data.paths import resolve_data_dir
+    from lers_ray.sweep.coordinator import SweepCoordinator
+    from lers_ray.sweep.tune_glue import PerStudyScheduler, StudySearcher, SweepCallback, train_trial
+    from lers_ray.tracking.mlflow_tracker import MlflowSweepTracker
+
+    if resume_dir is not None:
+        spec, state = load_sweep_dir(Path(resume_dir))
+        sweep_dir = spec.output_path()
+        if tracking_uri:
+            state["tracking_uri"] = tracking_uri
+        if data_dir is not None:
+            state["data_dir"] = str(resolve_data_dir(str(data_dir)))
+        (sweep_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        logger.info("resuming sweep %s in %s", spec.name, sweep_dir)
+    else:
+        if spec is None:
+            raise ValueError("run_sweep needs a spec or a resume_dir")
+        resolved_data = resolve_data_dir(str(data_dir) if data_dir is not None else None)
+        sweep_dir, state = prepare_sweep_dir(spec, tracking_uri, resolved_data)
+        logger.info("starting sweep %s in %s", spec.name, sweep_dir)
+
+    studies = build_studies(spec)
+    tracker = MlflowSweepTracker(state["tracking_uri"], spec.name, state["sweep_id"])
+    coordinator = SweepCoordinator(spec, studies, sweep_dir, tracker, Path(state["data_dir"]))
+    coordinator.recover_interrupted()
+    coordinator.start_tracking()
+    logger.info(
+        "%d studies, %d trials planned; MLflow: %s",
+        len(studies), sum(s.n_trials for s in studies), state["tracking_uri"],
+    )
+
+    started_ray = False
+    if not ray.is_initialized():
+        ray_address = address or spec.ray_address
+        ray.init(
+            address=ray_address,
+            num_cpus=None if ray_address else num_cpus,
+            include_dashboard=False,
+            logging_level=logging.WARNING,
+        )
+        started_ray = True
+    try:
+        resources = {key: float(value) for key, value in spec.resources_per_trial.items()}
+        max_concurrent = spec.max_concurrent_trials or _fill_cluster(resources, ray.cluster_resources())
+        if spec.early_stopping.enabled:
+            scheduler = PerStudyScheduler(
+                max_t=spec.epochs,
+                grace_period=spec.early_stopping.grace_period,
+                reduction_factor=spec.early_stopping.reduction_factor,
+            )
+        else:
+            scheduler = None
+        tuner = tune.Tuner(
+            tune.with_resources(train_trial, resources),
+            tune_config=tune.TuneConfig(
+                search_alg=StudySearcher(coordinator),
+                scheduler=scheduler,
+                num_samples=max(1, coordinator.trials_to_run()),
+                max_concurrent_trials=max_concurrent,
+                reuse_actors=True,
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
+            ),
+            run_config=tune.RunConfig(
+                name=f"session-{time.strftime('%Y%m%d-%H%M%S')}",
+                storage_path=str(sweep_dir / "tune"),
+                callbacks=[SweepCallback(coordinator)],
+                verbose=0,
+            ),
+        )
+        tuner.fit()
+    finally:
+        coordinator.finish()
+        if started_ray:
+            ray.shutdown()
+    summary = coordinator.summary()
+    complete = all(state.is_done() for state in coordinator.studies.values())
+    return SweepOutcome(sweep_dir, state["tracking_uri"], summary, complete)
+
+
+def _trial_name(trial: Any) -> str:
+    return str(trial.config["trial_key"]).replace("/", "_")
+
+
+def _fill_cluster(resources: dict[str, float], cluster: dict[str, float]) -> int:
+    """Return how many trials of this size fit on the cluster at once (at least 1)."""
+    fits = []
+    for key, name in (("cpu", "CPU"), ("gpu", "GPU")):
+        need = resources.get(key, 0.0)
+        if need > 0:
+            fits.append(int(cluster.get(name, 0.0) // need))
+    return max(1, min(fits) if fits else 1)

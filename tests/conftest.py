@@ -1,0 +1,36 @@
+"""Test-wide settings: loopback-only Ray, no telemetry, real data from the shared folder."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# These must be set before Ray or MLflow is imported anywhere in the test session.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("LERS_DATA_DIR", str(REPO_ROOT.parent / "shared" / "data"))
+os.environ.setdefault("LERS_CACHE_DIR", tempfile.mkdtemp(prefix="lers-test-cache-"))
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real datasets (``LERS_DATA_DIR``); tests that need them skip nothing: it must exist."""
+    path = Path(os.environ["LERS_DATA_DIR"])
+    assert path.is_dir(), f"LERS_DATA_DIR={path} does not exist; point it at the shared data"
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance (2 CPUs, loopback) shared by the in-process sweep tests."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
