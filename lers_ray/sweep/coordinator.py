@@ -311,8 +311,10 @@ class SweepCoordinator:
             self.trial_started(tune_trial_id)
         if "epoch" not in result or result.get("final"):
             return
+        # Curves get their own names so that val_* always means the selected epoch's value.
         epoch_metrics = {
-            key: value for key, value in result.items()
+            (f"epoch_{key}" if key.startswith("val_") else key): value
+            for key, value in result.items()
             if key in ("train_loss", "epoch_seconds") or key.startswith("val_")
         }
         assert live.run_id is not None
@@ -357,7 +359,9 @@ class SweepCoordinator:
     def _record(self, live: LiveTrial, state: StudyState, status: str, outcome: dict[str, Any]) -> None:
         metrics = outcome["metrics"]
         if live.run_id is not None:
-            self.tracker.log_metrics(live.run_id, metrics)
+            best_epoch = metrics.get("best_epoch")
+            step = int(best_epoch) if isinstance(best_epoch, (int, float)) else 0
+            self.tracker.log_metrics(live.run_id, metrics, step=step)
             tags = {"status": status, "stopped_early": outcome["stopped_early"]}
             if outcome.get("fingerprint"):
                 tags["split_fingerprint"] = outcome["fingerprint"]
@@ -477,8 +481,11 @@ def summarise_outcome(result: dict[str, Any], error: str | None) -> dict[str, An
     if "epoch" in best:
         metrics["best_epoch"] = best["epoch"]
     for key in ("train_seconds", "peak_rss_mb", "epochs_run"):
-        if key in result:
+        if result.get(key) is not None:
             metrics[key] = result[key]
+    if "epochs_run" not in metrics and "epoch" in result:
+        # Stopped by the scheduler after this epoch's report: that is how far it trained.
+        metrics["epochs_run"] = result["epoch"]
     if error is not None:
         status, reason = "failed", error
     elif result.get("final"):

@@ -55,6 +55,12 @@ def export_best_configs(sweep_dir: str | Path, out_dir: str | Path) -> list[Path
         best = group.sort_values(["val_ndcg_20", "trial_number"], ascending=[False, True]).iloc[0]
         config = json.loads(best["config"])
         config["base_checkpoint"] = None
+        stopped_at = None
+        if bool(best.get("stopped_early")) and _number(best.get("epochs_run")) is not None:
+            # The early-stopping scheduler ended this trial after epochs_run epochs; retraining
+            # the full budget could select a later epoch, so the export trains exactly as long.
+            stopped_at = int(best["epochs_run"])
+            config["training"]["epochs"] = stopped_at
         document = {
             "lers_ray_export": EXPORT_FORMAT,
             "study_id": study_id,
@@ -73,6 +79,7 @@ def export_best_configs(sweep_dir: str | Path, out_dir: str | Path) -> list[Path
                 "params_stored": _number(best.get("params_stored")),
             },
             "best_epoch": _number(best.get("best_epoch")),
+            "stopped_early_at_epoch": stopped_at,
             "versions": package_versions(),
             "git_commit": git_commit(),
             "mlflow": {"tracking_uri": state["tracking_uri"], "run_id": best["mlflow_run_id"]},
