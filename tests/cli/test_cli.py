@@ -1,0 +1,99 @@
+"""The lers-ray command line as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lers_ray.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_sweep_bad_spec_names_file_and_key(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\nmethods: [full]\ntrials_per_studdy: 3\n")
+    assert main(["sweep", str(spec)]) == 2
+    message = capsys.readouterr().err
+    assert str(spec) in message
+    assert "trials_per_studdy" in message
+    assert "valid keys" in message
+
+
+def test_sweep_invalid_yaml_names_line(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: x\nmethods: [full\n")
+    assert main(["sweep", str(spec)]) == 2
+    message = capsys.readouterr().err
+    assert str(spec) in message
+    assert "line" in message
+
+
+def test_sweep_resume_non_sweep_folder(tmp_path, capsys):
+    assert main(["sweep", "--resume", str(tmp_path)]) == 2
+    assert "is not a sweep folder" in capsys.readouterr().err
+
+
+def test_export_without_results(tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert "not a sweep folder" in capsys.readouterr().err
+
+
+def test_reproduce_rejects_non_export(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text("training: {lr: 0.01}\n")
+    assert main(["reproduce", str(path)]) == 2
+    assert "not a lers_ray export" in capsys.readouterr().err
+
+
+def test_train_config_on_ml100k(tmp_path, capsys, data_dir):
+    config = {
+        "dataset": {"name": "ml-100k"},
+        "backbone": {"name": "lightgcn", "dim": 32, "num_layers": 2},
+        "training": {"epochs": 3, "batch_size": 2048, "lr": 0.005, "num_threads": 1},
+        "method": {"name": "full"},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["train", str(path), "--out", str(tmp_path / "out")]) == 0
+    output = capsys.readouterr().out
+    assert "status: completed" in output
+    assert "test_ndcg_20:" in output
+    assert (tmp_path / "out" / "best_model.pt").exists()
+
+
+def test_train_unknown_key_names_path(tmp_path, capsys):
+    path = tmp_path / "config.yaml"
+    path.write_text("training: {learning_rate: 0.01}\n")
+    assert main(["train", str(path)]) == 2
+    message = capsys.readouterr().err
+    assert "training" in message
+    assert "learning_rate" in message
+
+
+@pytest.mark.slow
+def test_quickstart_sweep_prints_best_of_every_study(tmp_path):
+    """The README's first command: the embedded default sweep, in its own process."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lers_ray.cli.main", "sweep", "--output-dir", str(tmp_path / "qs")],
+        cwd=tmp_path, env=dict(os.environ), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("study "))
+    table = lines[header + 2:header + 6]
+    assert [line.split()[0] for line in table] == [
+        "synthetic.lightgcn.full",
+        "synthetic.lightgcn.magprune.sp50",
+        "synthetic.lightgcn.magprune.sp80",
+        "synthetic.lightgcn.magprune.sp95",
+    ]
+    for line in table:
+        assert line.split()[1] == "4/4"
+    assert (tmp_path / "qs" / "results.parquet").exists()
+    assert (tmp_path / "qs" / "mlflow.db").exists()
