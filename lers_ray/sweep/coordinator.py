@@ -367,9 +367,9 @@ class SweepCoordinator:
                 tags["split_fingerprint"] = outcome["fingerprint"]
             if outcome.get("failure_reason"):
                 tags["failure_reason"] = outcome["failure_reason"][:5000]
-            for name, artifact in outcome.get("artifacts", {}).items():
-                tags[f"artifact.{name}.path"] = artifact.get("path", "")
-                tags[f"artifact.{name}.sha256"] = artifact.get("sha256", "")
+            for name, path in self._artifact_files(live).items():
+                tags[f"artifact.{name}.path"] = str(path)
+                tags[f"artifact.{name}.sha256"] = file_sha256(path)
             self.tracker.set_tags(live.run_id, tags)
             self.tracker.end_run(live.run_id, "FINISHED" if status == "completed" else "FAILED")
         row: dict[str, Any] = {
@@ -397,6 +397,17 @@ class SweepCoordinator:
             if key not in row and isinstance(value, (int, float)):
                 row[key] = float(value)
         self.results.upsert(row)
+
+    def _artifact_files(self, live: LiveTrial) -> dict[str, Path]:
+        """Return the trial's model file and, for a post-hoc method, the model it started from."""
+        files = {}
+        model = live.trial_dir / "best_model.pt"
+        if model.is_file():
+            files["model"] = model
+        base = live.config.get("base_checkpoint")
+        if base and Path(base).is_file():
+            files["base_model"] = Path(base)
+        return files
 
     def _log_progress(self, state: StudyState, live: LiveTrial, status: str, outcome: dict[str, Any]) -> None:
         finished = len(state.finished_trials())
@@ -500,8 +511,16 @@ def summarise_outcome(result: dict[str, Any], error: str | None) -> dict[str, An
         "metrics": metrics,
         "stopped_early": bool(result) and not result.get("final") and error is None,
         "fingerprint": result.get("split_fingerprint"),
-        "artifacts": result.get("artifacts") or {},
     }
+
+
+def file_sha256(path: Path) -> str:
+    """Return the SHA-256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def trial_key(study_id: str, number: int) -> str:

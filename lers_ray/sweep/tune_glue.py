@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ class PerStudyScheduler(FIFOScheduler):
                 max_t=self.max_t,
                 grace_period=self.grace_period,
                 reduction_factor=self.reduction_factor,
+                # A trial that reaches the budget ends by itself and sends its final report.
+                stop_last_trials=False,
             )
         return self._per_study[study_id]
 
@@ -148,6 +151,7 @@ def train_trial(tune_config: dict[str, Any]) -> None:
     # Imported here so the driver's import of this module stays light.
     from lers_ray.config import TrialConfig
     from lers_ray.data import load_dataset
+    from lers_ray.training.memory import peak_rss_mb
     from lers_ray.training.runner import run_trial
 
     config = TrialConfig.from_dict(tune_config["trial_config"], source=tune_config["trial_key"])
@@ -155,10 +159,15 @@ def train_trial(tune_config: dict[str, Any]) -> None:
     trial_dir.mkdir(parents=True, exist_ok=True)
     data = load_dataset(config.dataset, data_dir=tune_config["data_dir"])
     static = {"split_fingerprint": data.fingerprint, "study_id": tune_config["study_id"]}
+    started = time.perf_counter()
 
     def report(epoch_report: dict[str, Any]) -> None:
         result = dict(epoch_report)
         result.update(static)
+        # Running figures, so a trial stopped by the scheduler still has them in its last
+        # result: wall time so far (evaluation included, as in the final report) and peak RSS.
+        result["train_seconds"] = time.perf_counter() - started
+        result["peak_rss_mb"] = peak_rss_mb()
         best_value = (result.get("best") or {}).get(OBJECTIVE)
         if isinstance(best_value, (int, float)) and math.isfinite(best_value):
             result[SCHEDULER_METRIC] = float(best_value)
@@ -170,6 +179,7 @@ def train_trial(tune_config: dict[str, Any]) -> None:
         logger.error("[%s] trial crashed:\n%s", tune_config["trial_key"], traceback.format_exc())
         raise
     final = outcome.to_dict()
+
     metrics = final.get("metrics", {})
     best = {key: value for key, value in metrics.items()
             if key not in ("train_seconds", "peak_rss_mb", "best_epoch", "epochs_run")}
@@ -183,5 +193,4 @@ def train_trial(tune_config: dict[str, Any]) -> None:
         "train_seconds": metrics.get("train_seconds"),
         "peak_rss_mb": metrics.get("peak_rss_mb"),
         "epochs_run": final.get("epochs_run"),
-        "artifacts": final.get("artifacts") or {},
     })

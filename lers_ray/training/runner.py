@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from lers_ray.training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from lers_ray.training.memory import peak_rss_mb, reset_peak_rss
 from lers_ray.training.outcome import COMPLETED, FAILED, TrialOutcome
 from lers_ray.training.trainer import Evaluators, evaluate_split, train
 
@@ -53,6 +53,7 @@ def run_trial(
         ConfigError: on an invalid config or a missing or mismatched base checkpoint.
     """
     config.validate()
+    reset_peak_rss()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if config.training.num_threads:
@@ -68,7 +69,7 @@ def run_trial(
         outcome = _run_post_hoc(config, out_dir, data, on_epoch)
     else:
         outcome = _run_training(config, out_dir, data, on_epoch)
-    outcome.metrics["peak_rss_mb"] = _peak_rss_mb()
+    outcome.metrics["peak_rss_mb"] = peak_rss_mb()
     outcome.write_json(out_dir / "outcome.json")
     logger.info(
         "trial %s in %s: best epoch %d, val NDCG@20 %s",
@@ -229,8 +230,3 @@ def _param_info(model: CFModel, target: float) -> dict[str, Any]:
         "sparsity": counts.sparsity,
         "sparsity_target": float(target),
     }
-
-
-def _peak_rss_mb() -> float:
-    """Return the process's peak resident memory in MiB (Linux reports ``ru_maxrss`` in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -95,5 +96,19 @@ def test_quickstart_sweep_prints_best_of_every_study(tmp_path):
     ]
     for line in table:
         assert line.split()[1] == "4/4"
-    assert (tmp_path / "qs" / "results.parquet").exists()
     assert (tmp_path / "qs" / "mlflow.db").exists()
+    results = pd.read_parquet(tmp_path / "qs" / "results.parquet")
+    assert len(results) == 16
+    # The quickstart runs ASHA: stopped or not, every trial keeps its time and memory figures.
+    assert results["train_seconds"].notna().all()
+    assert results["peak_rss_mb"].notna().all()
+    full = results[results["method"] == "full"]
+    budget = 10
+    patience = 3
+    for _, row in full.iterrows():
+        if row["stopped_early"]:
+            assert row["epochs_run"] < budget, row.to_dict()
+        else:
+            # A trial that ends by itself reached the budget or ran out of patience.
+            ended_by_patience = row["epochs_run"] - row["best_epoch"] == patience
+            assert row["epochs_run"] == budget or ended_by_patience, row.to_dict()

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -102,6 +103,17 @@ def test_ml100k_magprune_starts_from_best_full(ml100k_sweep):
         assert config["base_checkpoint"] == str(Path(best_full["trial_dir"]) / "best_model.pt")
         assert config["backbone"] == json.loads(best_full["config"])["backbone"]
         assert row["split_fingerprint"] == best_full["split_fingerprint"]
+
+
+def test_ml100k_magprune_waits_for_full_study(ml100k_sweep):
+    storage = f"sqlite:///{ml100k_sweep.sweep_dir / 'optuna.db'}"
+    full = optuna.load_study(study_name="ml-100k.lightgcn.full", storage=storage)
+    last_full = max(trial.datetime_complete for trial in full.trials)
+    for target in ("50", "80", "95"):
+        pruned = optuna.load_study(study_name=f"ml-100k.lightgcn.magprune.sp{target}",
+                                   storage=storage)
+        assert len(pruned.trials) == 2
+        assert min(trial.datetime_start for trial in pruned.trials) >= last_full
 
 
 def test_export_then_reproduce_round_trip(ml100k_sweep, tmp_path):

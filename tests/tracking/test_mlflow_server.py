@@ -112,6 +112,9 @@ def test_nested_runs_on_mlflow_server(tmp_path, mlflow_server, ray_session):
                     "params_full", "params_stored", "sparsity", "train_seconds", "peak_rss_mb"):
             assert key in metrics, key
         assert params["training.lr"]
+        assert tags["artifact.model.path"] == str(Path(tags["trial_dir"]) / "best_model.pt")
+        assert len(tags["artifact.model.sha256"]) == 64
+        assert 0 < metrics["peak_rss_mb"] < 4096
         assert params["method.name"] == tags["method"]
         history = client.get_metric_history(trial.info.run_id, "epoch_val_ndcg_20")
         assert len(client.get_metric_history(trial.info.run_id, "val_ndcg_20")) == 1
@@ -120,6 +123,10 @@ def test_nested_runs_on_mlflow_server(tmp_path, mlflow_server, ray_session):
             assert steps == list(range(1, epochs + 1))
             assert len(client.get_metric_history(trial.info.run_id, "train_loss")) == epochs
             assert metrics["sparsity"] == 0.0
+            assert "artifact.base_model.path" not in tags
         else:
             assert steps == [0]
+            # The pruned model and the full model it came from, referenced by path and hash.
+            assert tags["artifact.base_model.path"].endswith("best_model.pt")
+            assert len(tags["artifact.base_model.sha256"]) == 64
             assert 0.8 <= metrics["sparsity"] <= 0.81
