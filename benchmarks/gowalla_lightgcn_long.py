@@ -40,7 +40,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", help="dataset folder (default: $LERS_DATA_DIR)")
     parser.add_argument("--epochs", type=int, default=400, help="maximum training epochs")
     parser.add_argument(
-        "--max-minutes", type=float, default=60.0,
+        "--max-minutes",
+        type=float,
+        default=60.0,
         help="stop after the first epoch that ends past this wall time (minutes)",
     )
     parser.add_argument("--eval-every", type=int, default=5, help="test evaluation interval")
@@ -65,8 +67,9 @@ def main() -> None:
     test = read_lightgcn(folder / "test.txt", "gowalla")
     n_users = int(max(train[:, 0].max(), test[:, 0].max())) + 1
     n_items = int(max(train[:, 1].max(), test[:, 1].max())) + 1
-    logger.info("train %d pairs, test %d pairs, %d users, %d items",
-                len(train), len(test), n_users, n_items)
+    logger.info(
+        "train %d pairs, test %d pairs, %d users, %d items", len(train), len(test), n_users, n_items
+    )
 
     config = TrialConfig(backbone=BackboneConfig("lightgcn", args.dim, args.layers))
     user_table, item_table = build_tables(config, n_users, n_items)
@@ -91,8 +94,14 @@ def main() -> None:
                 users, items = model.final_embeddings()
                 last = evaluator.evaluate(users, items)
             curve.append({"epoch": epoch, "minutes": elapsed / 60, "loss": loss, **last})
-            logger.info("epoch %d (%.1f min): loss %.4f, test Recall@20 %.4f, NDCG@20 %.4f",
-                        epoch, elapsed / 60, loss, last["recall_20"], last["ndcg_20"])
+            logger.info(
+                "epoch %d (%.1f min): loss %.4f, test Recall@20 %.4f, NDCG@20 %.4f",
+                epoch,
+                elapsed / 60,
+                loss,
+                last["recall_20"],
+                last["ndcg_20"],
+            )
         if out_of_time:
             break
     wall = time.perf_counter() - started

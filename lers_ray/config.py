@@ -42,7 +42,7 @@ class SyntheticConfig:
 
 @dataclass
 class DatasetConfig:
-    """Which interactions to load and how to split them (see the protocol in docs/protocol.md)."""
+    """Dataset selection and split settings (the rules are in docs/protocol.md)."""
 
     name: str = "synthetic"
     """Registered dataset name (``ml-100k``, ``gowalla``, ``yelp2018``, ``ml-1m``, ``synthetic``)
@@ -219,9 +219,7 @@ def from_mapping(cls: type[T], data: Any, path: str) -> T:
             f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; "
             f"valid keys are {', '.join(known)}"
         )
-    values = {
-        name: _coerce(hints[name], value, f"{path}.{name}") for name, value in data.items()
-    }
+    values = {name: _coerce(hints[name], value, f"{path}.{name}") for name, value in data.items()}
     return cls(**values)
 
 

@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LERS_DATA_DIR", str(REPO_ROOT.parent / "shared" / "data"))
 os.environ.setdefault("LERS_CACHE_DIR", tempfile.mkdtemp(prefix="lers-test-cache-"))
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")

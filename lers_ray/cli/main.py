@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark and tune lightweight embedding-based recommenders on Ray.",
     )
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level of lers_ray's messages (default: INFO)",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

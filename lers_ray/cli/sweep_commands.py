@@ -39,7 +39,8 @@ def add_sweep_parser(subparsers: Any) -> None:
 def add_train_parser(subparsers: Any) -> None:
     """Add ``train``."""
     parser = subparsers.add_parser(
-        "train", help="train one config without Tune (the code path of a trial)",
+        "train",
+        help="train one config without Tune (the code path of a trial)",
         description="Train and evaluate one trial config (YAML), as a sweep trial would.",
     )
     parser.add_argument("config", help="trial config YAML (an exported file also works)")
@@ -51,7 +52,8 @@ def add_train_parser(subparsers: Any) -> None:
 def add_export_parser(subparsers: Any) -> None:
     """Add ``export``."""
     parser = subparsers.add_parser(
-        "export", help="write the best config of every study as YAML",
+        "export",
+        help="write the best config of every study as YAML",
         description="Write one self-contained YAML per study with its best trial's config.",
     )
     parser.add_argument("sweep_dir", help="the sweep folder")
@@ -62,13 +64,16 @@ def add_export_parser(subparsers: Any) -> None:
 def add_reproduce_parser(subparsers: Any) -> None:
     """Add ``reproduce``."""
     parser = subparsers.add_parser(
-        "reproduce", help="retrain an exported config and compare its metrics",
+        "reproduce",
+        help="retrain an exported config and compare its metrics",
         description="Retrain an exported config; exit 1 when test NDCG@20 differs from the "
         "exported value by more than the tolerance (relative).",
     )
     parser.add_argument("file", help="an exported YAML file")
     parser.add_argument(
-        "--tolerance", type=float, default=0.02,
+        "--tolerance",
+        type=float,
+        default=0.02,
         help="largest accepted relative difference of test NDCG@20 (default: 0.02, i.e. 2%%)",
     )
     parser.add_argument("--out", default="runs/reproduce", help="output folder")

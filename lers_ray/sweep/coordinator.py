@@ -1,8 +1,8 @@
 """The sweep driver's state: one Optuna TPE study per study spec, and what each trial did.
 
-The coordinator lives in the driver process. Ray Tune's searcher asks it for the next trial and
-Tune's callbacks tell it when trials start, report and end; it is the only writer of the Optuna
-storage, the MLflow store and ``results.parquet``.
+The coordinator lives in the driver process. Ray Tune's searcher requests the next trial from
+it, and Tune's callbacks tell it when trials start, report and end. It is the only writer of the
+Optuna storage, the MLflow store and ``results.parquet``.
 
 Study state is persisted in Optuna's SQLite storage (``optuna.db`` in the sweep folder), so a
 killed sweep resumes from it: finished trials (complete or failed) are kept, and a trial that was
@@ -69,9 +69,11 @@ class StudyState:
         """Trials that count against the budget: complete, or failed for a reason of their own."""
         done = []
         for trial in self.study.get_trials(deepcopy=False):
-            if trial.state == TrialState.COMPLETE:
-                done.append(trial)
-            elif trial.state == TrialState.FAIL and not trial.user_attrs.get("interrupted"):
+            if (
+                trial.state == TrialState.COMPLETE
+                or trial.state == TrialState.FAIL
+                and not trial.user_attrs.get("interrupted")
+            ):
                 done.append(trial)
         return done
 
@@ -84,9 +86,11 @@ class StudyState:
         return self.blocked_reason is not None or (self.remaining() <= 0 and self.in_flight == 0)
 
     def best_trial(self) -> optuna.trial.FrozenTrial | None:
-        """The complete trial with the highest objective, or ``None``."""
-        complete = [t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-        return max(complete, key=lambda t: t.value) if complete else None
+        """Return the complete trial with the highest objective, or ``None``."""
+        complete = [
+            t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE
+        ]
+        return max(complete, key=lambda t: float(t.value or 0.0)) if complete else None
 
 
 class SweepCoordinator:
@@ -183,7 +187,10 @@ class SweepCoordinator:
         for state in self.studies.values():
             self.tracker.start_study(
                 state.spec.study_id,
-                {"n_trials": state.spec.n_trials, "search_space": ", ".join(state.spec.space.sources)},
+                {
+                    "n_trials": state.spec.n_trials,
+                    "search_space": ", ".join(state.spec.space.sources),
+                },
                 study_tags(state.spec),
             )
 
@@ -293,8 +300,13 @@ class SweepCoordinator:
         state = self.studies[live.study_id]
         tags = study_tags(state.spec)
         tags.update(provenance_tags())
-        tags.update({"trial_key": live.trial_key, "trial_number": live.optuna_trial.number,
-                     "trial_dir": str(live.trial_dir)})
+        tags.update(
+            {
+                "trial_key": live.trial_key,
+                "trial_number": live.optuna_trial.number,
+                "trial_dir": str(live.trial_dir),
+            }
+        )
         retry_of = live.optuna_trial.user_attrs.get("retry_of")
         if retry_of is not None:
             tags["retry_of"] = trial_key(live.study_id, int(retry_of))
@@ -323,7 +335,9 @@ class SweepCoordinator:
         if isinstance(value, (int, float)) and math.isfinite(value):
             live.best_value = max(live.best_value, float(value))
 
-    def trial_ended(self, tune_trial_id: str, result: dict[str, Any] | None, error: str | None) -> None:
+    def trial_ended(
+        self, tune_trial_id: str, result: dict[str, Any] | None, error: str | None
+    ) -> None:
         """Record a finished trial in Optuna, MLflow and ``results.parquet``.
 
         Args:
@@ -356,7 +370,9 @@ class SweepCoordinator:
         self._record(live, state, status, outcome)
         self._log_progress(state, live, status, outcome)
 
-    def _record(self, live: LiveTrial, state: StudyState, status: str, outcome: dict[str, Any]) -> None:
+    def _record(
+        self, live: LiveTrial, state: StudyState, status: str, outcome: dict[str, Any]
+    ) -> None:
         metrics = outcome["metrics"]
         if live.run_id is not None:
             best_epoch = metrics.get("best_epoch")
@@ -409,7 +425,9 @@ class SweepCoordinator:
             files["base_model"] = Path(base)
         return files
 
-    def _log_progress(self, state: StudyState, live: LiveTrial, status: str, outcome: dict[str, Any]) -> None:
+    def _log_progress(
+        self, state: StudyState, live: LiveTrial, status: str, outcome: dict[str, Any]
+    ) -> None:
         finished = len(state.finished_trials())
         best = state.best_trial()
         best_text = f"{best.value:.4f}" if best is not None else "n/a"
@@ -419,7 +437,11 @@ class SweepCoordinator:
             what = f"FAILED ({outcome.get('failure_reason')})"
         logger.info(
             "[%s] trial %d finished: %s | %d/%d trials finished, best val NDCG@20 %s",
-            state.spec.study_id, live.optuna_trial.number, what, finished, state.spec.n_trials,
+            state.spec.study_id,
+            live.optuna_trial.number,
+            what,
+            finished,
+            state.spec.n_trials,
             best_text,
         )
 
@@ -433,10 +455,13 @@ class SweepCoordinator:
             if best is not None:
                 best_metrics = {
                     key.removeprefix("metric."): value
-                    for key, value in best.user_attrs.items() if key.startswith("metric.")
+                    for key, value in best.user_attrs.items()
+                    if key.startswith("metric.")
                 }
                 self.tracker.log_metrics(run_id, best_metrics)
-                self.tracker.set_tags(run_id, {"best_trial_key": trial_key(state.spec.study_id, best.number)})
+                self.tracker.set_tags(
+                    run_id, {"best_trial_key": trial_key(state.spec.study_id, best.number)}
+                )
             status = "FAILED" if state.blocked_reason or best is None else "FINISHED"
             self.tracker.end_study(state.spec.study_id, status)
 
@@ -472,9 +497,18 @@ class SweepCoordinator:
 
 
 RESULT_METRICS = (
-    "val_recall_20", "val_ndcg_20", "test_recall_20", "test_ndcg_20",
-    "params_full", "params_stored", "sparsity", "sparsity_target",
-    "best_epoch", "epochs_run", "train_seconds", "peak_rss_mb",
+    "val_recall_20",
+    "val_ndcg_20",
+    "test_recall_20",
+    "test_ndcg_20",
+    "params_full",
+    "params_stored",
+    "sparsity",
+    "sparsity_target",
+    "best_epoch",
+    "epochs_run",
+    "train_seconds",
+    "peak_rss_mb",
 )
 """Columns every ``results.parquet`` row has (``None`` where a trial did not reach them)."""
 
@@ -484,7 +518,7 @@ def summarise_outcome(result: dict[str, Any], error: str | None) -> dict[str, An
 
     A trial that ended by itself sends a final report (``final: True``) carrying its
     ``status``. A trial stopped by the early-stopping scheduler ends on an epoch report; its
-    ``best`` section holds the selected epoch's validation and test metrics, so it counts as
+    ``best`` section contains the selected epoch's validation and test metrics, so it counts as
     completed with ``stopped_early``.
     """
     best = result.get("best") or {}
@@ -497,10 +531,12 @@ def summarise_outcome(result: dict[str, Any], error: str | None) -> dict[str, An
     if "epochs_run" not in metrics and "epoch" in result:
         # Stopped by the scheduler after this epoch's report: that is how far it trained.
         metrics["epochs_run"] = result["epoch"]
+    status: str
+    reason: str | None
     if error is not None:
         status, reason = "failed", error
     elif result.get("final"):
-        status, reason = result.get("status", "failed"), result.get("failure_reason")
+        status, reason = str(result.get("status", "failed")), result.get("failure_reason")
     elif result:
         status, reason = "completed", None
     else:

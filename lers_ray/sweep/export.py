@@ -1,6 +1,6 @@
 """Export the best config of every study as a self-contained YAML, and reproduce one.
 
-An exported file holds the resolved trial config (no search space), the seed, the split
+An exported file contains the resolved trial config (no search space), the seed, the split
 fingerprint, the validation and test metrics, the achieved sparsity, and the versions that
 produced it. A post-hoc method's file embeds its full model's config under ``config.base`` and
 drops the checkpoint path, so ``lers-ray reproduce`` retrains the full model first and needs
@@ -23,7 +23,11 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = 1
 COMPARED_METRICS = (
-    "val_recall_20", "val_ndcg_20", "test_recall_20", "test_ndcg_20", "sparsity",
+    "val_recall_20",
+    "val_ndcg_20",
+    "test_recall_20",
+    "test_ndcg_20",
+    "sparsity",
 )
 
 
@@ -145,13 +149,15 @@ def reproduce(
             "and a 'config' section); create one with 'lers-ray export SWEEP_DIR --out DIR'"
         )
     config = TrialConfig.from_dict(document["config"], source=f"{export_file}: config")
-    data = load_dataset(config.dataset, data_dir=resolve_data_dir(
-        str(data_dir) if data_dir is not None else None))
+    data = load_dataset(
+        config.dataset, data_dir=resolve_data_dir(str(data_dir) if data_dir is not None else None)
+    )
     fingerprint_matches = data.fingerprint == document.get("split_fingerprint")
     if not fingerprint_matches:
         logger.error(
             "split fingerprint %s differs from the exported %s: the data or split changed",
-            data.fingerprint, document.get("split_fingerprint"),
+            data.fingerprint,
+            document.get("split_fingerprint"),
         )
     outcome = run_trial(config, Path(out_dir), data=data)
     reproduced = outcome.metrics
@@ -162,7 +168,9 @@ def reproduce(
     for name in COMPARED_METRICS:
         before, after = exported.get(name), reproduced.get(name)
         rows.append((name, before, after, _relative_difference(before, after)))
-    ndcg_difference = _relative_difference(exported.get("test_ndcg_20"), reproduced.get("test_ndcg_20"))
+    ndcg_difference = _relative_difference(
+        exported.get("test_ndcg_20"), reproduced.get("test_ndcg_20")
+    )
     difference = math.inf if ndcg_difference is None else ndcg_difference
     passed = outcome.status == "completed" and fingerprint_matches and difference <= tolerance
     return Reproduction(rows, difference, fingerprint_matches, passed)

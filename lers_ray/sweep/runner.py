@@ -1,6 +1,6 @@
 """Run a sweep: set up its folder, MLflow and Ray, then let Ray Tune schedule the trials.
 
-The sweep folder holds everything needed to resume: the resolved spec (``spec.yaml``), the
+The sweep folder contains everything needed to resume: the resolved spec (``spec.yaml``), the
 sweep id and tracking URI (``sweep.json``), Optuna's study storage (``optuna.db``), the results
 table (``results.parquet``), per-trial folders under ``studies/``, Tune's own files under
 ``tune/``, and by default the MLflow store (``mlflow.db``).
@@ -27,7 +27,7 @@ SPEC_FILE = "spec.yaml"
 
 @dataclass
 class SweepOutcome:
-    """What a finished (or interrupted) sweep produced."""
+    """Result of a finished (or interrupted) sweep."""
 
     sweep_dir: Path
     tracking_uri: str
@@ -48,12 +48,12 @@ def prepare_sweep_dir(
     """Create a new sweep folder and write its spec and state files.
 
     Raises:
-        ConfigError: if the folder already holds a sweep (resume it instead).
+        ConfigError: if the folder already contains a sweep (resume it instead).
     """
     sweep_dir = spec.output_path()
     if (sweep_dir / STATE_FILE).exists():
         raise ConfigError(
-            f"{sweep_dir} already holds a sweep; resume it with 'lers-ray sweep --resume "
+            f"{sweep_dir} already contains a sweep; resume it with 'lers-ray sweep --resume "
             f"{sweep_dir}' or set a new output_dir"
         )
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +121,12 @@ def run_sweep(
 
     from lers_ray.data.paths import resolve_data_dir
     from lers_ray.sweep.coordinator import SweepCoordinator
-    from lers_ray.sweep.tune_glue import PerStudyScheduler, StudySearcher, SweepCallback, train_trial
+    from lers_ray.sweep.tune_glue import (
+        PerStudyScheduler,
+        StudySearcher,
+        SweepCallback,
+        train_trial,
+    )
     from lers_ray.tracking.mlflow_tracker import MlflowSweepTracker
 
     if resume_dir is not None:
@@ -147,7 +152,9 @@ def run_sweep(
     coordinator.start_tracking()
     logger.info(
         "%d studies, %d trials planned; MLflow: %s",
-        len(studies), sum(s.n_trials for s in studies), state["tracking_uri"],
+        len(studies),
+        sum(s.n_trials for s in studies),
+        state["tracking_uri"],
     )
 
     started_ray = False
@@ -162,7 +169,9 @@ def run_sweep(
         started_ray = True
     try:
         resources = {key: float(value) for key, value in spec.resources_per_trial.items()}
-        max_concurrent = spec.max_concurrent_trials or _fill_cluster(resources, ray.cluster_resources())
+        max_concurrent = spec.max_concurrent_trials or _fill_cluster(
+            resources, ray.cluster_resources()
+        )
         if spec.early_stopping.enabled:
             scheduler = PerStudyScheduler(
                 max_t=spec.epochs,

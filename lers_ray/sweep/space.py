@@ -139,8 +139,10 @@ def _parse_param(source: str, path: str, spec: Any) -> ParamSpec:
             f"{where}: unknown key(s) {unknown} for type {kind}; "
             f"allowed: {sorted(_ALLOWED_KEYS[kind])}"
         )
-    when = {key: value if isinstance(value, list) else [value]
-            for key, value in (spec.get("when") or {}).items()}
+    when = {
+        key: value if isinstance(value, list) else [value]
+        for key, value in (spec.get("when") or {}).items()
+    }
     param = ParamSpec(path=path, type=kind, when=when)
     if kind == "categorical":
         choices = spec.get("choices")
@@ -178,7 +180,7 @@ def _condition_holds(param: ParamSpec, chosen: dict[str, Any]) -> bool:
     return all(path in chosen and chosen[path] in values for path, values in param.when.items())
 
 
-def _resolve_bound(value: float | int | str | None, context: dict[str, float], path: str) -> float:
+def _resolve_bound(value: float | str | None, context: dict[str, float], path: str) -> float:
     if isinstance(value, str):
         if value not in context:
             raise ConfigError(f"{path}: bound {value!r} has no value for this study")
@@ -210,7 +212,7 @@ def set_by_path(config: dict[str, Any], path: str, value: Any) -> None:
     """Set ``config[a][b][c] = value`` for ``path`` ``a.b.c``, creating mappings as needed.
 
     Raises:
-        ConfigError: if an intermediate key holds a non-mapping value.
+        ConfigError: if an intermediate key has a non-mapping value.
     """
     keys = path.split(".")
     node = config

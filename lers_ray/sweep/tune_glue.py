@@ -1,6 +1,6 @@
 """Ray Tune pieces of a sweep: the searcher, the per-study scheduler, the callback and the trainable.
 
-Tune sees one experiment whose trials belong to many studies. The searcher and the callback are
+Tune runs one experiment whose trials belong to many studies. The searcher and the callback are
 thin adapters around :class:`~lers_ray.sweep.coordinator.SweepCoordinator`, which runs in the
 driver. The scheduler keeps one ASHA instance per study, so a trial is only ever compared with
 trials of its own study.
@@ -18,7 +18,7 @@ from typing import Any
 from ray import tune
 from ray.tune import Callback
 from ray.tune.experiment import Trial
-from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
 from lers_ray.sweep.coordinator import FINISHED, OBJECTIVE, SweepCoordinator
@@ -31,14 +31,16 @@ TIME_ATTR = "epoch"
 
 
 class StudySearcher(Searcher):
-    """A Tune searcher that asks the coordinator, which asks each study's Optuna sampler."""
+    """Tune searcher that delegates to the coordinator and so to each study's Optuna sampler."""
 
     def __init__(self, coordinator: SweepCoordinator) -> None:
         # No metric here: Tune would then require it in every result, final reports included.
         super().__init__(metric=None, mode=None)
         self.coordinator = coordinator
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    # Ray annotates suggest as returning a dict or None, but its own protocol also accepts the
+    # string Searcher.FINISHED, which ends the experiment.
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         suggestion = self.coordinator.next_trial(trial_id)
         if suggestion == FINISHED:
             return Searcher.FINISHED
@@ -47,7 +49,7 @@ class StudySearcher(Searcher):
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
-        # Outcomes are recorded by SweepCallback, which also sees the error text.
+        # Outcomes are recorded by SweepCallback, which also receives the error text.
         return None
 
     def save(self, checkpoint_path: str) -> None:
@@ -117,7 +119,9 @@ class SweepCallback(Callback):
     def __init__(self, coordinator: SweepCoordinator) -> None:
         self.coordinator = coordinator
 
-    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+    def on_trial_start(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self.coordinator.trial_started(trial.trial_id)
 
     def on_trial_result(
@@ -125,10 +129,14 @@ class SweepCallback(Callback):
     ) -> None:
         self.coordinator.trial_result(trial.trial_id, result)
 
-    def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self.coordinator.trial_ended(trial.trial_id, trial.last_result, error=None)
 
-    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+    def on_trial_error(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> None:
         self.coordinator.trial_ended(trial.trial_id, trial.last_result, error=_error_text(trial))
 
 
@@ -143,7 +151,7 @@ def _error_text(trial: Trial) -> str:
 
 
 def train_trial(tune_config: dict[str, Any]) -> None:
-    """The Tune trainable: run one trial and report every evaluated epoch.
+    """Run one trial as the Tune trainable and report every evaluated epoch.
 
     ``tune_config`` is what :meth:`SweepCoordinator.next_trial` returned. Results go back to the
     driver through ``tune.report``; the trial writes only into its own trial folder.
@@ -181,16 +189,21 @@ def train_trial(tune_config: dict[str, Any]) -> None:
     final = outcome.to_dict()
 
     metrics = final.get("metrics", {})
-    best = {key: value for key, value in metrics.items()
-            if key not in ("train_seconds", "peak_rss_mb", "best_epoch", "epochs_run")}
+    best = {
+        key: value
+        for key, value in metrics.items()
+        if key not in ("train_seconds", "peak_rss_mb", "best_epoch", "epochs_run")
+    }
     best["epoch"] = final.get("best_epoch")
-    tune.report({
-        **static,
-        "final": True,
-        "status": final["status"],
-        "failure_reason": final.get("failure_reason"),
-        "best": best,
-        "train_seconds": metrics.get("train_seconds"),
-        "peak_rss_mb": metrics.get("peak_rss_mb"),
-        "epochs_run": final.get("epochs_run"),
-    })
+    tune.report(
+        {
+            **static,
+            "final": True,
+            "status": final["status"],
+            "failure_reason": final.get("failure_reason"),
+            "best": best,
+            "train_seconds": metrics.get("train_seconds"),
+            "peak_rss_mb": metrics.get("peak_rss_mb"),
+            "epochs_run": final.get("epochs_run"),
+        }
+    )

@@ -59,12 +59,16 @@ class MlflowSweepTracker:
         )
         runs = self.client.search_runs([self.experiment_id], filter_string, max_results=2)
         if len(runs) > 1:
-            logger.warning("several MLflow runs have key %s; using %s", run_key, runs[0].info.run_id)
+            logger.warning(
+                "several MLflow runs have key %s; using %s", run_key, runs[0].info.run_id
+            )
         return runs[0].info.run_id if runs else None
 
     def trial_runs(self) -> list[Any]:
         """Return every trial run of this sweep (MLflow ``Run`` objects)."""
-        filter_string = f"tags.`{SWEEP_ID_TAG}` = '{self.sweep_id}' AND tags.`{RUN_LEVEL_TAG}` = 'trial'"
+        filter_string = (
+            f"tags.`{SWEEP_ID_TAG}` = '{self.sweep_id}' AND tags.`{RUN_LEVEL_TAG}` = 'trial'"
+        )
         return list(self.client.search_runs([self.experiment_id], filter_string, max_results=50000))
 
     # ----- creation -------------------------------------------------------------------------
@@ -85,8 +89,12 @@ class MlflowSweepTracker:
                 self.client.update_run(existing, status="RUNNING")
             logger.debug("reattached to MLflow run %s (%s)", existing, run_key)
             return existing
-        all_tags = {RUN_KEY_TAG: run_key, SWEEP_ID_TAG: self.sweep_id, RUN_LEVEL_TAG: level,
-                    MLFLOW_RUN_NAME: name}
+        all_tags = {
+            RUN_KEY_TAG: run_key,
+            SWEEP_ID_TAG: self.sweep_id,
+            RUN_LEVEL_TAG: level,
+            MLFLOW_RUN_NAME: name,
+        }
         if parent_id is not None:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
         all_tags.update({key: str(value) for key, value in tags.items()})
@@ -132,7 +140,7 @@ class MlflowSweepTracker:
                 text = text[:MAX_PARAM_LENGTH]
             items.append(Param(key, text))
         for start in range(0, len(items), BATCH_SIZE):
-            self.client.log_batch(run_id, params=items[start:start + BATCH_SIZE])
+            self.client.log_batch(run_id, params=items[start : start + BATCH_SIZE])
         if cut:
             self.client.set_tag(run_id, "lers.params_truncated", ",".join(cut))
 
@@ -145,13 +153,13 @@ class MlflowSweepTracker:
             if isinstance(value, (int, float)) and not isinstance(value, bool)
         ]
         for start in range(0, len(items), BATCH_SIZE):
-            self.client.log_batch(run_id, metrics=items[start:start + BATCH_SIZE])
+            self.client.log_batch(run_id, metrics=items[start : start + BATCH_SIZE])
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         """Set string tags on a run."""
         items = [RunTag(key, str(value)) for key, value in tags.items()]
         for start in range(0, len(items), BATCH_SIZE):
-            self.client.log_batch(run_id, tags=items[start:start + BATCH_SIZE])
+            self.client.log_batch(run_id, tags=items[start : start + BATCH_SIZE])
 
     def end_run(self, run_id: str, status: str) -> None:
         """Mark a run ``FINISHED``, ``FAILED`` or ``KILLED``."""

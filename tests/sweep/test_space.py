@@ -17,13 +17,17 @@ def sample(space, context=None, seed=0):
 
 
 def test_space_types_sample_within_bounds():
-    space = load_search_space({"params": {
-        "training.lr": {"type": "log_float", "low": 1e-4, "high": 1e-2},
-        "training.init_std": {"type": "float", "low": 0.01, "high": 0.2, "step": 0.01},
-        "backbone.num_layers": {"type": "int", "low": 1, "high": 4},
-        "training.batch_size": {"type": "categorical", "choices": [512, 1024]},
-        "training.patience": {"type": "fixed", "value": 7},
-    }})
+    space = load_search_space(
+        {
+            "params": {
+                "training.lr": {"type": "log_float", "low": 1e-4, "high": 1e-2},
+                "training.init_std": {"type": "float", "low": 0.01, "high": 0.2, "step": 0.01},
+                "backbone.num_layers": {"type": "int", "low": 1, "high": 4},
+                "training.batch_size": {"type": "categorical", "choices": [512, 1024]},
+                "training.patience": {"type": "fixed", "value": 7},
+            }
+        }
+    )
     for seed in range(20):
         values = sample(space, seed=seed)
         assert 1e-4 <= values["training.lr"] <= 1e-2
@@ -34,11 +38,19 @@ def test_space_types_sample_within_bounds():
 
 
 def test_space_conditional_parameter():
-    space = load_search_space({"params": {
-        "training.batch_size": {"type": "categorical", "choices": [512, 1024]},
-        "training.num_negatives": {"type": "int", "low": 2, "high": 3,
-                                   "when": {"training.batch_size": 512}},
-    }})
+    space = load_search_space(
+        {
+            "params": {
+                "training.batch_size": {"type": "categorical", "choices": [512, 1024]},
+                "training.num_negatives": {
+                    "type": "int",
+                    "low": 2,
+                    "high": 3,
+                    "when": {"training.batch_size": 512},
+                },
+            }
+        }
+    )
     seen = {512: 0, 1024: 0}
     for seed in range(30):
         values = sample(space, seed=seed)
@@ -57,16 +69,19 @@ def test_space_context_bound():
         assert 0 <= values["method.settings.row_floor_k"] <= 3
 
 
-@pytest.mark.parametrize("params, fragment", [
-    ({"x": {"type": "gaussian"}}, "invalid type 'gaussian'"),
-    ({"x": {"type": "float", "low": 1}}, "missing 'high'"),
-    ({"x": {"type": "float", "low": 2, "high": 1}}, "greater than high"),
-    ({"x": {"type": "log_float", "low": 0, "high": 1}}, "low > 0"),
-    ({"x": {"type": "int", "low": 0, "high": "max_rows"}}, "'high' is 'max_rows'"),
-    ({"x": {"type": "categorical", "choices": []}}, "non-empty list"),
-    ({"x": {"type": "float", "low": 0, "high": 1, "stepp": 1}}, "unknown key(s) ['stepp']"),
-    ({"x": {"type": "fixed", "value": 1, "when": {"y": 1}}}, "'when' refers to 'y'"),
-])
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"x": {"type": "gaussian"}}, "invalid type 'gaussian'"),
+        ({"x": {"type": "float", "low": 1}}, "missing 'high'"),
+        ({"x": {"type": "float", "low": 2, "high": 1}}, "greater than high"),
+        ({"x": {"type": "log_float", "low": 0, "high": 1}}, "low > 0"),
+        ({"x": {"type": "int", "low": 0, "high": "max_rows"}}, "'high' is 'max_rows'"),
+        ({"x": {"type": "categorical", "choices": []}}, "non-empty list"),
+        ({"x": {"type": "float", "low": 0, "high": 1, "stepp": 1}}, "unknown key(s) ['stepp']"),
+        ({"x": {"type": "fixed", "value": 1, "when": {"y": 1}}}, "'when' refers to 'y'"),
+    ],
+)
 def test_space_errors_name_parameter(params, fragment):
     with pytest.raises(ConfigError) as error:
         load_search_space({"params": params})
@@ -94,7 +109,8 @@ def test_set_by_path_creates_sections():
 
 def test_repository_spaces_load():
     files = sorted((REPO_SPACES / "backbones").glob("*.yaml")) + sorted(
-        (REPO_SPACES / "methods").glob("*.yaml"))
+        (REPO_SPACES / "methods").glob("*.yaml")
+    )
     assert files
     for path in files:
         load_search_space(path)

@@ -35,24 +35,30 @@ def test_studies_one_per_group():
 
 
 def test_override_removes_searched_parameter():
-    spec = parse_sweep_spec({
-        "methods": ["full"], "overrides": {"training.lr": 0.01},
-        "search_space_dir": str(REPO / "search_spaces"),
-    })
+    spec = parse_sweep_spec(
+        {
+            "methods": ["full"],
+            "overrides": {"training.lr": 0.01},
+            "search_space_dir": str(REPO / "search_spaces"),
+        }
+    )
     (study,) = build_studies(spec)
     assert "training.lr" not in [p.path for p in study.space.params]
 
 
-@pytest.mark.parametrize("data, fragment", [
-    ({"methods": ["magprunee"]}, "unknown method 'magprunee'"),
-    ({"backbones": ["ncf"]}, "unknown backbone 'ncf'"),
-    ({"targets": [80]}, "targets: 80"),
-    ({"trials_per_study": 0}, "trials_per_study"),
-    ({"epochs": "ten"}, "epochs: expected an integer"),
-    ({"resources_per_trial": {"tpu": 1}}, "unknown key(s) ['tpu']"),
-    ({"trials": 3}, "unknown key(s) 'trials'"),
-    ({"datasets": ["ml-100k", "ml-100k"]}, "duplicate dataset"),
-])
+@pytest.mark.parametrize(
+    "data, fragment",
+    [
+        ({"methods": ["magprunee"]}, "unknown method 'magprunee'"),
+        ({"backbones": ["ncf"]}, "unknown backbone 'ncf'"),
+        ({"targets": [80]}, "targets: 80"),
+        ({"trials_per_study": 0}, "trials_per_study"),
+        ({"epochs": "ten"}, "epochs: expected an integer"),
+        ({"resources_per_trial": {"tpu": 1}}, "unknown key(s) ['tpu']"),
+        ({"trials": 3}, "unknown key(s) 'trials'"),
+        ({"datasets": ["ml-100k", "ml-100k"]}, "duplicate dataset"),
+    ],
+)
 def test_spec_errors_name_key(data, fragment):
     with pytest.raises(ConfigError) as error:
         parse_sweep_spec(data, source="spec.yaml")
@@ -61,7 +67,9 @@ def test_spec_errors_name_key(data, fragment):
 
 
 def test_post_hoc_method_needs_full():
-    spec = parse_sweep_spec({"methods": ["magprune"], "search_space_dir": str(REPO / "search_spaces")})
+    spec = parse_sweep_spec(
+        {"methods": ["magprune"], "search_space_dir": str(REPO / "search_spaces")}
+    )
     with pytest.raises(ConfigError, match="'full' must be in methods"):
         build_studies(spec)
 

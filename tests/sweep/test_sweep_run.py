@@ -21,8 +21,10 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEPS = REPO / "search_spaces" / "sweeps"
-SMALL_SYNTHETIC = {"name": "synthetic",
-                   "synthetic": {"n_users": 300, "n_items": 400, "n_interactions": 6000, "seed": 1}}
+SMALL_SYNTHETIC = {
+    "name": "synthetic",
+    "synthetic": {"n_users": 300, "n_items": 400, "n_interactions": 6000, "seed": 1},
+}
 
 
 def write_spaces(folder: Path, backbone_params: dict) -> Path:
@@ -35,15 +37,28 @@ def write_spaces(folder: Path, backbone_params: dict) -> Path:
 
 def test_nan_trial_fails_while_study_finishes(tmp_path, ray_session):
     # init_std 1e30 overflows float32 scores, so BPR's loss really becomes NaN.
-    spaces = write_spaces(tmp_path / "spaces", {
-        "training.init_std": {"type": "categorical", "choices": [0.1, 1.0e30]},
-    })
-    spec = parse_sweep_spec({
-        "name": "nan_check", "datasets": [SMALL_SYNTHETIC], "backbones": ["mf"],
-        "methods": ["full"], "trials_per_study": 6, "epochs": 3, "patience": 0,
-        "dim": 16, "seed": 7, "search_space_dir": str(spaces),
-        "output_dir": str(tmp_path / "sweep"), "early_stopping": {"enabled": False},
-    })
+    spaces = write_spaces(
+        tmp_path / "spaces",
+        {
+            "training.init_std": {"type": "categorical", "choices": [0.1, 1.0e30]},
+        },
+    )
+    spec = parse_sweep_spec(
+        {
+            "name": "nan_check",
+            "datasets": [SMALL_SYNTHETIC],
+            "backbones": ["mf"],
+            "methods": ["full"],
+            "trials_per_study": 6,
+            "epochs": 3,
+            "patience": 0,
+            "dim": 16,
+            "seed": 7,
+            "search_space_dir": str(spaces),
+            "output_dir": str(tmp_path / "sweep"),
+            "early_stopping": {"enabled": False},
+        }
+    )
     outcome = run_sweep(spec)
 
     assert outcome.complete
@@ -80,8 +95,10 @@ def test_ml100k_ci_sweep_runs_every_study(ml100k_sweep):
     assert ml100k_sweep.complete
     studies = {row["study"]: row for row in ml100k_sweep.studies}
     assert set(studies) == {
-        "ml-100k.lightgcn.full", "ml-100k.lightgcn.magprune.sp50",
-        "ml-100k.lightgcn.magprune.sp80", "ml-100k.lightgcn.magprune.sp95",
+        "ml-100k.lightgcn.full",
+        "ml-100k.lightgcn.magprune.sp50",
+        "ml-100k.lightgcn.magprune.sp80",
+        "ml-100k.lightgcn.magprune.sp95",
     }
     for study_id, row in studies.items():
         assert row["finished"] == row["planned"] == 2, study_id
@@ -110,8 +127,9 @@ def test_ml100k_magprune_waits_for_full_study(ml100k_sweep):
     full = optuna.load_study(study_name="ml-100k.lightgcn.full", storage=storage)
     last_full = max(trial.datetime_complete for trial in full.trials)
     for target in ("50", "80", "95"):
-        pruned = optuna.load_study(study_name=f"ml-100k.lightgcn.magprune.sp{target}",
-                                   storage=storage)
+        pruned = optuna.load_study(
+            study_name=f"ml-100k.lightgcn.magprune.sp{target}", storage=storage
+        )
         assert len(pruned.trials) == 2
         assert min(trial.datetime_start for trial in pruned.trials) >= last_full
 
@@ -119,8 +137,10 @@ def test_ml100k_magprune_waits_for_full_study(ml100k_sweep):
 def test_export_then_reproduce_round_trip(ml100k_sweep, tmp_path):
     files = export_best_configs(ml100k_sweep.sweep_dir, tmp_path / "export")
     assert sorted(f.name for f in files) == [
-        "ml-100k.lightgcn.full.yaml", "ml-100k.lightgcn.magprune.sp50.yaml",
-        "ml-100k.lightgcn.magprune.sp80.yaml", "ml-100k.lightgcn.magprune.sp95.yaml",
+        "ml-100k.lightgcn.full.yaml",
+        "ml-100k.lightgcn.magprune.sp50.yaml",
+        "ml-100k.lightgcn.magprune.sp80.yaml",
+        "ml-100k.lightgcn.magprune.sp95.yaml",
     ]
     document = yaml.safe_load(files[2].read_text())
     assert "params" not in document["config"]  # resolved values only, no search space
@@ -141,8 +161,11 @@ def test_export_then_reproduce_round_trip(ml100k_sweep, tmp_path):
 
 
 def test_reproduce_detects_difference(ml100k_sweep, tmp_path):
-    (path,) = [p for p in export_best_configs(ml100k_sweep.sweep_dir, tmp_path / "export")
-               if p.name == "ml-100k.lightgcn.full.yaml"]
+    (path,) = [
+        p
+        for p in export_best_configs(ml100k_sweep.sweep_dir, tmp_path / "export")
+        if p.name == "ml-100k.lightgcn.full.yaml"
+    ]
     document = yaml.safe_load(path.read_text())
     document["metrics"]["test"]["ndcg_20"] *= 1.5
     path.write_text(yaml.safe_dump(document))

@@ -35,11 +35,26 @@ def mlflow_server(tmp_path):
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     log = (tmp_path / "server.log").open("w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--default-artifact-root", str(tmp_path / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--default-artifact-root",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -66,16 +81,27 @@ def mlflow_server(tmp_path):
 
 def test_nested_runs_on_mlflow_server(tmp_path, mlflow_server, ray_session):
     epochs = 3
-    spec = parse_sweep_spec({
-        "name": "server_check",
-        "datasets": [{"name": "synthetic",
-                      "synthetic": {"n_users": 300, "n_items": 400, "n_interactions": 6000}}],
-        "backbones": ["mf"], "methods": ["full", "magprune"], "targets": [0.8],
-        "trials_per_study": 2, "epochs": epochs, "patience": 0, "dim": 16,
-        "output_dir": str(tmp_path / "sweep"),
-        "search_space_dir": str(REPO / "search_spaces"),
-        "early_stopping": {"enabled": False},
-    })
+    spec = parse_sweep_spec(
+        {
+            "name": "server_check",
+            "datasets": [
+                {
+                    "name": "synthetic",
+                    "synthetic": {"n_users": 300, "n_items": 400, "n_interactions": 6000},
+                }
+            ],
+            "backbones": ["mf"],
+            "methods": ["full", "magprune"],
+            "targets": [0.8],
+            "trials_per_study": 2,
+            "epochs": epochs,
+            "patience": 0,
+            "dim": 16,
+            "output_dir": str(tmp_path / "sweep"),
+            "search_space_dir": str(REPO / "search_spaces"),
+            "early_stopping": {"enabled": False},
+        }
+    )
     outcome = run_sweep(spec, tracking_uri=mlflow_server)
     assert outcome.complete
     assert outcome.tracking_uri == mlflow_server
@@ -105,11 +131,29 @@ def test_nested_runs_on_mlflow_server(tmp_path, mlflow_server, ray_session):
         parent = tags["mlflow.parentRunId"]
         assert study_ids[parent] == tags["study_id"]
         assert trial.info.status == "FINISHED"
-        for key in ("dataset", "backbone", "method", "sparsity_target", "trial_key",
-                    "split_fingerprint", "git_commit", "version.torch", "version.ray"):
+        for key in (
+            "dataset",
+            "backbone",
+            "method",
+            "sparsity_target",
+            "trial_key",
+            "split_fingerprint",
+            "git_commit",
+            "version.torch",
+            "version.ray",
+        ):
             assert tags.get(key), key
-        for key in ("val_recall_20", "val_ndcg_20", "test_recall_20", "test_ndcg_20",
-                    "params_full", "params_stored", "sparsity", "train_seconds", "peak_rss_mb"):
+        for key in (
+            "val_recall_20",
+            "val_ndcg_20",
+            "test_recall_20",
+            "test_ndcg_20",
+            "params_full",
+            "params_stored",
+            "sparsity",
+            "train_seconds",
+            "peak_rss_mb",
+        ):
             assert key in metrics, key
         assert params["training.lr"]
         assert tags["artifact.model.path"] == str(Path(tags["trial_dir"]) / "best_model.pt")
