@@ -401,6 +401,7 @@ class SweepCoordinator:
             "failure_reason": outcome.get("failure_reason"),
             "stopped_early": outcome["stopped_early"],
             "split_fingerprint": outcome.get("fingerprint"),
+            "node_ip": outcome.get("node_ip"),
             "config": json.dumps(live.config, sort_keys=True),
             "trial_dir": str(live.trial_dir),
             "mlflow_run_id": live.run_id,
@@ -547,6 +548,7 @@ def summarise_outcome(result: dict[str, Any], error: str | None) -> dict[str, An
         "metrics": metrics,
         "stopped_early": bool(result) and not result.get("final") and error is None,
         "fingerprint": result.get("split_fingerprint"),
+        "node_ip": result.get("node_ip"),
     }
 
 

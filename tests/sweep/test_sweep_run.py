@@ -109,6 +109,8 @@ def test_ml100k_ci_sweep_runs_every_study(ml100k_sweep):
         row = studies[f"ml-100k.lightgcn.magprune.sp{round(target * 100)}"]
         assert target <= row["sparsity"] <= target + 0.01
     assert studies["ml-100k.lightgcn.full"]["sparsity"] == 0.0
+    # The local cluster binds loopback only.
+    assert set(read_results(ml100k_sweep.sweep_dir)["node_ip"]) == {"127.0.0.1"}
 
 
 def test_ml100k_magprune_starts_from_best_full(ml100k_sweep):
