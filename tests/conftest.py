@@ -34,3 +34,32 @@ def ray_session():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def small_spec():
+    """Build a sweep spec dict over small synthetic data; keyword arguments override keys."""
+
+    def build(**overrides):
+        spec = {
+            "name": "small",
+            "datasets": [
+                {
+                    "name": "synthetic",
+                    "synthetic": {"n_users": 300, "n_items": 400, "n_interactions": 6000},
+                }
+            ],
+            "backbones": ["mf"],
+            "methods": ["full", "magprune"],
+            "targets": [0.8],
+            "trials_per_study": 2,
+            "epochs": 2,
+            "patience": 0,
+            "dim": 16,
+            "search_space_dir": str(REPO_ROOT / "search_spaces"),
+            "early_stopping": {"enabled": False},
+        }
+        spec.update(overrides)
+        return spec
+
+    return build

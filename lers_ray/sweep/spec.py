@@ -64,6 +64,8 @@ class SweepSpec:
     dim: int = 64
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])
     resources_per_trial: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
+    """Ray resources of one trial; ``cpu`` also sets its torch threads (GPU training is not
+    supported yet)."""
     max_concurrent_trials: int | None = None
     """Trials running at once over all studies; ``None`` lets Ray fill the cluster."""
     seed: int = 2023
@@ -188,6 +190,12 @@ def _validate(spec: SweepSpec, source: str) -> None:
         raise ConfigError(
             f"{source}: resources_per_trial: unknown key(s) {sorted(unknown_resources)}; "
             "use cpu and gpu"
+        )
+    if spec.resources_per_trial.get("gpu", 0) > 0:
+        # NOTE: the trainer has no device handling yet, so a reserved GPU would sit idle.
+        raise ConfigError(
+            f"{source}: resources_per_trial: gpu is {spec.resources_per_trial['gpu']}, but "
+            "trials train on CPU only in this version; set gpu: 0 (cpu sets torch's threads)"
         )
     names = [dataset_label(d) for d in spec.datasets]
     if len(set(names)) != len(names):

@@ -81,25 +81,9 @@ def ray_head():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_sweep_on_existing_cluster(tmp_path, ray_head):
+def test_sweep_on_existing_cluster(tmp_path, ray_head, small_spec):
     address, env = ray_head
-    spec = {
-        "name": "address_check",
-        "datasets": [
-            {
-                "name": "synthetic",
-                "synthetic": {"n_users": 300, "n_items": 400, "n_interactions": 6000},
-            }
-        ],
-        "backbones": ["mf"],
-        "methods": ["full", "magprune"],
-        "targets": [0.8],
-        "trials_per_study": 2,
-        "epochs": 2,
-        "dim": 16,
-        "search_space_dir": str(REPO / "search_spaces"),
-        "early_stopping": {"enabled": False},
-    }
+    spec = small_spec(name="address_check")
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     result = subprocess.run(

@@ -43,28 +43,21 @@ def finished_rows(sweep_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.exists() else pd.DataFrame()
 
 
-def test_killed_sweep_resumes_without_rerunning(tmp_path):
+def test_killed_sweep_resumes_without_rerunning(tmp_path, small_spec):
     sweep_dir = tmp_path / "sweep"
-    spec = {
-        "name": "resume_check",
-        "datasets": [
+    spec = small_spec(
+        name="resume_check",
+        datasets=[
             {
                 "name": "synthetic",
                 "synthetic": {"n_users": 400, "n_items": 600, "n_interactions": 10000},
             }
         ],
-        "backbones": ["mf"],
-        "methods": ["full", "magprune"],
-        "targets": [0.8],
-        "trials_per_study": 5,
-        "epochs": 6,
-        "patience": 0,
-        "dim": 16,
-        "seed": 11,
-        "output_dir": str(sweep_dir),
-        "search_space_dir": str(REPO / "search_spaces"),
-        "early_stopping": {"enabled": False},
-    }
+        trials_per_study=5,
+        epochs=6,
+        seed=11,
+        output_dir=str(sweep_dir),
+    )
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     env = dict(os.environ)

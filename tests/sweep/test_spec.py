@@ -55,6 +55,7 @@ def test_override_removes_searched_parameter():
         ({"trials_per_study": 0}, "trials_per_study"),
         ({"epochs": "ten"}, "epochs: expected an integer"),
         ({"resources_per_trial": {"tpu": 1}}, "unknown key(s) ['tpu']"),
+        ({"resources_per_trial": {"cpu": 1, "gpu": 1}}, "CPU only"),
         ({"trials": 3}, "unknown key(s) 'trials'"),
         ({"datasets": ["ml-100k", "ml-100k"]}, "duplicate dataset"),
     ],

@@ -79,28 +79,10 @@ def mlflow_server(tmp_path):
             server.wait(timeout=20)
 
 
-def test_nested_runs_on_mlflow_server(tmp_path, mlflow_server, ray_session):
+def test_nested_runs_on_mlflow_server(tmp_path, mlflow_server, ray_session, small_spec):
     epochs = 3
     spec = parse_sweep_spec(
-        {
-            "name": "server_check",
-            "datasets": [
-                {
-                    "name": "synthetic",
-                    "synthetic": {"n_users": 300, "n_items": 400, "n_interactions": 6000},
-                }
-            ],
-            "backbones": ["mf"],
-            "methods": ["full", "magprune"],
-            "targets": [0.8],
-            "trials_per_study": 2,
-            "epochs": epochs,
-            "patience": 0,
-            "dim": 16,
-            "output_dir": str(tmp_path / "sweep"),
-            "search_space_dir": str(REPO / "search_spaces"),
-            "early_stopping": {"enabled": False},
-        }
+        small_spec(name="server_check", epochs=epochs, output_dir=str(tmp_path / "sweep"))
     )
     outcome = run_sweep(spec, tracking_uri=mlflow_server)
     assert outcome.complete
