@@ -158,7 +158,12 @@ class TrialConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrialConfig:
-        """Build and validate a config from a mapping; ``source`` names it in errors."""
+        """Build and validate a config from a mapping; ``source`` names it in errors.
+
+        ``dataset: NAME`` is accepted for ``dataset: {name: NAME}``.
+        """
+        if isinstance(data.get("dataset"), str):
+            data = {**data, "dataset": {"name": data["dataset"]}}
         config = from_mapping(cls, data, source)
         config.validate()
         return config
@@ -212,15 +217,25 @@ def from_mapping(cls: type[T], data: Any, path: str) -> T:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    internal = set(getattr(cls, "INTERNAL_FIELDS", ()))
+    known = {
+        f.name: f
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.name not in internal
+    }
     unknown = sorted(set(data) - set(known))
     if unknown:
         raise ConfigError(
             f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; "
             f"valid keys are {', '.join(known)}"
         )
-    values = {name: _coerce(hints[name], value, f"{path}.{name}") for name, value in data.items()}
+    values = {name: _coerce(hints[name], value, _child(path, name)) for name, value in data.items()}
     return cls(**values)
+
+
+def _child(path: str, name: str) -> str:
+    """Return the error location of key ``name`` under ``path`` (``spec.yaml: training.lr``)."""
+    return f"{path}.{name}" if ": " in path else f"{path}: {name}"
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:

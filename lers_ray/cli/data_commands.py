@@ -61,7 +61,7 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _report_error(error: Exception) -> int:
-    print(f"error: {error}", file=sys.stderr)
+    print(f"lers-ray: error: {error}", file=sys.stderr)
     return EXIT_USAGE_ERROR
 
 

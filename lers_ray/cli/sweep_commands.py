@@ -14,6 +14,7 @@ from lers_ray.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
+DATA_DIR_HELP = "dataset folder (default: $LERS_DATA_DIR, else ~/.cache/lers_ray/data)"
 QUICKSTART_SPEC = "quickstart.yaml"
 """The embedded default sweep (synthetic data), shipped inside ``lers_ray.sweep``."""
 
@@ -30,7 +31,7 @@ def add_sweep_parser(subparsers: Any) -> None:
     parser.add_argument("--resume", metavar="DIR", help="resume the sweep in folder DIR")
     parser.add_argument("--address", help="Ray cluster address (default: start a local cluster)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite in DIR)")
-    parser.add_argument("--data-dir", help="dataset folder (default: $LERS_DATA_DIR, then cache)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.add_argument("--output-dir", help="sweep folder; overrides the spec's output_dir")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray cluster (default: all)")
     parser.set_defaults(func=run_sweep_command)
@@ -45,7 +46,7 @@ def add_train_parser(subparsers: Any) -> None:
     )
     parser.add_argument("config", help="trial config YAML (an exported file also works)")
     parser.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
-    parser.add_argument("--data-dir", help="dataset folder (default: $LERS_DATA_DIR, then cache)")
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.set_defaults(func=run_train_command)
 
 
@@ -76,8 +77,12 @@ def add_reproduce_parser(subparsers: Any) -> None:
         default=0.02,
         help="largest accepted relative difference of test NDCG@20 (default: 0.02, i.e. 2%%)",
     )
-    parser.add_argument("--out", default="runs/reproduce", help="output folder")
-    parser.add_argument("--data-dir", help="dataset folder (default: $LERS_DATA_DIR, then cache)")
+    parser.add_argument(
+        "--out",
+        default="runs/reproduce",
+        help="folder for the retrained model (default: runs/reproduce)",
+    )
+    parser.add_argument("--data-dir", help=DATA_DIR_HELP)
     parser.set_defaults(func=run_reproduce_command)
 
 
@@ -91,8 +96,11 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     from lers_ray.sweep.spec import load_sweep_spec
 
     try:
-        if args.resume and args.spec:
-            raise ConfigError("give either SPEC or --resume DIR, not both")
+        if args.resume and (args.spec or args.output_dir):
+            raise ConfigError(
+                "--resume DIR continues the sweep in DIR with its stored spec; "
+                "give neither SPEC nor --output-dir with it"
+            )
         spec = None
         if not args.resume:
             if args.spec:
@@ -117,7 +125,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             num_cpus=args.num_cpus,
         )
-    except (ConfigError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:
+        # ConfigError and DataFormatError are ValueErrors; both name the file or key to fix.
         return _fail(error)
     print()
     print(format_study_table(outcome.studies))
@@ -128,6 +137,13 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     print(f"  view with:  mlflow ui --backend-store-uri {outcome.tracking_uri}")
     if not outcome.complete:
         print(f"the sweep stopped early; resume with: lers-ray sweep --resume {outcome.sweep_dir}")
+        return 1
+    empty = [row["study"] for row in outcome.studies if row.get("best_trial") is None]
+    if empty:
+        print(
+            f"{len(empty)} studies have no completed trial: {', '.join(empty)}; "
+            f"see failure_reason in {outcome.sweep_dir / 'results.parquet'}"
+        )
         return 1
     return 0
 
@@ -182,7 +198,8 @@ def run_train_command(args: argparse.Namespace) -> int:
     if outcome.failure_reason:
         print(f"reason: {outcome.failure_reason}")
     print(f"split fingerprint: {data.fingerprint}")
-    print(f"best epoch: {outcome.best_epoch} of {outcome.epochs_run}")
+    if outcome.status == "completed":
+        print(f"best epoch: {outcome.best_epoch} of {outcome.epochs_run}")
     for key in sorted(outcome.metrics):
         print(f"{key}: {outcome.metrics[key]:.6g}")
     print(f"checkpoint: {outcome.checkpoint_path}")

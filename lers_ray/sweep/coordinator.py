@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,24 @@ OBJECTIVE = "val_ndcg_20"
 
 FINISHED = "FINISHED"
 """Returned by :meth:`SweepCoordinator.next_trial` when no study will ask for more trials."""
+
+
+class BudgetedGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without the ``study.stop()`` call once the grid is exhausted.
+
+    ``GridSampler.after_trial`` stops the study when the last grid point is told, and
+    ``Study.stop`` raises outside ``Study.optimize``. Here ``tell`` runs outside ``optimize``
+    and the study's trial budget equals the grid size, so nothing needs stopping.
+    """
+
+    def after_trial(
+        self,
+        study: optuna.Study,
+        trial: optuna.trial.FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        return None
 
 
 @dataclass
@@ -124,17 +143,40 @@ class SweepCoordinator:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         for study_spec in studies:
             self.studies[study_spec.study_id] = StudyState(study_spec, self._open_study(study_spec))
-        self._check_spaces()
 
     # ----- set-up and resume ------------------------------------------------------------------
 
     def _open_study(self, study_spec: StudySpec) -> optuna.Study:
-        sampler = optuna.samplers.TPESampler(
-            seed=stable_seed(self.spec.seed, study_spec.study_id),
-            # Optuna's default is 10 random start-up trials; small budgets get a third of theirs.
-            n_startup_trials=max(1, min(10, study_spec.n_trials // 3)),
-            constant_liar=True,
-        )
+        seed = stable_seed(self.spec.seed, study_spec.study_id)
+        grid = study_spec.space.grid(study_context(self.spec, study_spec))
+        grid_size = math.prod(len(values) for values in grid.values()) if grid is not None else 0
+        sampler: optuna.samplers.BaseSampler
+        if grid is not None and grid_size <= study_spec.n_trials:
+            # Every distinct config fits in the budget: try each once instead of letting TPE
+            # repeat configs whose results are identical (same seed, same data).
+            if grid_size < study_spec.n_trials:
+                logger.info(
+                    "[%s] the search space has %d distinct config(s); running %d trial(s) "
+                    "instead of %d",
+                    study_spec.study_id,
+                    grid_size,
+                    grid_size,
+                    study_spec.n_trials,
+                )
+                study_spec.n_trials = grid_size
+            sampler = (
+                BudgetedGridSampler(grid, seed=seed)
+                if grid
+                else optuna.samplers.RandomSampler(seed=seed)
+            )
+        else:
+            sampler = optuna.samplers.TPESampler(
+                seed=seed,
+                # Optuna's default is 10 random start-up trials; small budgets get a third of
+                # theirs, but at least 2 so TPE never models a single observation.
+                n_startup_trials=max(2, min(10, study_spec.n_trials // 3)),
+                constant_liar=True,
+            )
         return optuna.create_study(
             study_name=study_spec.study_id,
             storage=self.storage,
@@ -142,21 +184,6 @@ class SweepCoordinator:
             direction="maximize",
             load_if_exists=True,
         )
-
-    def _check_spaces(self) -> None:
-        """Sample every study's space once in memory so a bad space fails before any trial."""
-        for state in self.studies.values():
-            probe = optuna.create_study(direction="maximize")
-            trial = probe.ask()
-            params = state.spec.space.sample(trial, self._context(state.spec))
-            config = self._config_with(state.spec, params, base=None)
-            try:
-                TrialConfig.from_dict(config, source=f"study {state.spec.study_id}")
-            except ConfigError as error:
-                raise ConfigError(
-                    f"search space of study {state.spec.study_id} "
-                    f"({', '.join(state.spec.space.sources)}) gives an invalid config: {error}"
-                ) from error
 
     def recover_interrupted(self) -> list[str]:
         """Mark trials left running by a killed driver as failed, and enqueue them again.
@@ -218,11 +245,11 @@ class SweepCoordinator:
 
     def _ask(self, state: StudyState, tune_trial_id: str) -> dict[str, Any]:
         trial = state.study.ask()
-        params = state.spec.space.sample(trial, self._context(state.spec))
+        params = state.spec.space.sample(trial, study_context(self.spec, state.spec))
         base = None
         if state.spec.depends_on is not None:
             base = self._base_of(state.spec.depends_on)
-        config = self._config_with(state.spec, params, base)
+        config = trial_config_for(self.spec, state.spec, params, base)
         TrialConfig.from_dict(config, source=f"study {state.spec.study_id}")
         key = trial_key(state.spec.study_id, trial.number)
         trial_dir = self.sweep_dir / "studies" / state.spec.study_id / f"trial_{trial.number:04d}"
@@ -242,25 +269,6 @@ class SweepCoordinator:
             "data_dir": str(self.data_dir),
             "trial_config": config,
         }
-
-    def _context(self, study: StudySpec) -> dict[str, float]:
-        return {"max_row_floor": math.floor(self.spec.dim * (1.0 - study.target) + 1e-9)}
-
-    def _config_with(
-        self, study: StudySpec, params: dict[str, Any], base: tuple[dict[str, Any], str] | None
-    ) -> dict[str, Any]:
-        config = base_trial_config(self.spec, study)
-        if base is not None:
-            base_config, checkpoint = base
-            config["backbone"] = copy.deepcopy(base_config["backbone"])
-            config["training"] = copy.deepcopy(base_config["training"])
-            config["base"] = copy.deepcopy(base_config)
-            config["base_checkpoint"] = checkpoint
-        for path, value in self.spec.overrides.items():
-            set_by_path(config, path, value)
-        for path, value in params.items():
-            set_by_path(config, path, value)
-        return config
 
     def _dependency_met(self, state: StudyState) -> bool:
         if state.spec.depends_on is None:
@@ -409,11 +417,23 @@ class SweepCoordinator:
         }
         for key in RESULT_METRICS:
             value = metrics.get(key)
-            row[key] = float(value) if isinstance(value, (int, float)) else None
+            if not isinstance(value, (int, float)):
+                row[key] = None
+            elif key in INTEGER_METRICS:
+                row[key] = int(value)
+            else:
+                row[key] = float(value)
         for key, value in metrics.items():
             if key not in row and isinstance(value, (int, float)):
-                row[key] = float(value)
+                row[key] = int(value) if key in INTEGER_METRICS else float(value)
         self.results.upsert(row)
+        outcome_file = live.trial_dir / "outcome.json"
+        if not outcome_file.exists():
+            # A trial stopped by the scheduler never wrote its own outcome file.
+            live.trial_dir.mkdir(parents=True, exist_ok=True)
+            summary = {key: row[key] for key in ("status", "failure_reason", "stopped_early")}
+            summary["metrics"] = finite_metrics(metrics)
+            outcome_file.write_text(json.dumps(summary, indent=2))
 
     def _artifact_files(self, live: LiveTrial) -> dict[str, Path]:
         """Return the trial's model file and, for a post-hoc method, the model it started from."""
@@ -513,6 +533,10 @@ RESULT_METRICS = (
 )
 """Columns every ``results.parquet`` row has (``None`` where a trial did not reach them)."""
 
+INTEGER_METRICS = frozenset(
+    {"params_full", "params_stored", "best_epoch", "epochs_run", "artifact_bytes"}
+)
+
 
 def summarise_outcome(result: dict[str, Any], error: str | None) -> dict[str, Any]:
     """Turn a trial's last Tune result into status, failure reason and final metrics.
@@ -559,6 +583,56 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def study_context(spec: SweepSpec, study: StudySpec) -> dict[str, float]:
+    """Return the values that named search-space bounds resolve to in this study."""
+    return {"max_row_floor": math.floor(spec.dim * (1.0 - study.target) + 1e-9)}
+
+
+def trial_config_for(
+    spec: SweepSpec,
+    study: StudySpec,
+    params: dict[str, Any],
+    base: tuple[dict[str, Any], str] | None,
+) -> dict[str, Any]:
+    """Build a trial's config: study defaults, then the spec's overrides, then sampled values.
+
+    Args:
+        base: for a post-hoc study, the config and checkpoint of the model it starts from;
+            its backbone and training settings are kept.
+    """
+    config = base_trial_config(spec, study)
+    if base is not None:
+        base_config, checkpoint = base
+        config["backbone"] = copy.deepcopy(base_config["backbone"])
+        config["training"] = copy.deepcopy(base_config["training"])
+        config["base"] = copy.deepcopy(base_config)
+        config["base_checkpoint"] = checkpoint
+    for path, value in spec.overrides.items():
+        set_by_path(config, path, value)
+    for path, value in params.items():
+        set_by_path(config, path, value)
+    return config
+
+
+def check_study_configs(spec: SweepSpec, studies: list[StudySpec]) -> None:
+    """Sample every study's space once in memory, so a bad space or override fails at once.
+
+    Raises:
+        ConfigError: naming the study, its space files and the invalid key.
+    """
+    for study in studies:
+        probe = optuna.create_study(direction="maximize")
+        params = study.space.sample(probe.ask(), study_context(spec, study))
+        config = trial_config_for(spec, study, params, base=None)
+        try:
+            TrialConfig.from_dict(config, source=f"study {study.study_id}")
+        except ConfigError as error:
+            raise ConfigError(
+                f"study {study.study_id} gets an invalid trial config from the spec's overrides "
+                f"or its search space ({', '.join(study.space.sources)}): {error}"
+            ) from error
 
 
 def trial_key(study_id: str, number: int) -> str:

@@ -79,10 +79,10 @@ def export_best_configs(sweep_dir: str | Path, out_dir: str | Path) -> list[Path
             "sparsity": {
                 "target": float(best["sparsity_target"]),
                 "achieved": _number(best.get("sparsity")),
-                "params_full": _number(best.get("params_full")),
-                "params_stored": _number(best.get("params_stored")),
+                "params_full": _integer(best.get("params_full")),
+                "params_stored": _integer(best.get("params_stored")),
             },
-            "best_epoch": _number(best.get("best_epoch")),
+            "best_epoch": _integer(best.get("best_epoch")),
             "stopped_early_at_epoch": stopped_at,
             "versions": package_versions(),
             "git_commit": git_commit(),
@@ -102,6 +102,11 @@ def _prefixed(row: Any, prefix: str) -> dict[str, float]:
         for key in row.index
         if key.startswith(prefix) and _number(row[key]) is not None
     }
+
+
+def _integer(value: Any) -> int | None:
+    number = _number(value)
+    return None if number is None else int(number)
 
 
 def _number(value: Any) -> float | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lers_ray.config import ConfigError, dump_yaml, load_yaml_mapping
-from lers_ray.sweep.spec import SweepSpec, build_studies, parse_sweep_spec
+from lers_ray.sweep.spec import SweepSpec, build_studies, dataset_label, parse_sweep_spec
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def run_sweep(
     from ray import tune
 
     from lers_ray.data.paths import resolve_data_dir
-    from lers_ray.sweep.coordinator import SweepCoordinator
+    from lers_ray.sweep.coordinator import SweepCoordinator, check_study_configs
     from lers_ray.sweep.tune_glue import (
         PerStudyScheduler,
         StudySearcher,
@@ -131,31 +131,44 @@ def run_sweep(
 
     if resume_dir is not None:
         spec, state = load_sweep_dir(Path(resume_dir))
-        sweep_dir = spec.output_path()
         if tracking_uri:
             state["tracking_uri"] = tracking_uri
         if data_dir is not None:
             state["data_dir"] = str(resolve_data_dir(str(data_dir)))
-        (sweep_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
-        logger.info("resuming sweep %s in %s", spec.name, sweep_dir)
+        resolved_data = Path(state["data_dir"])
     else:
         if spec is None:
             raise ValueError("run_sweep needs a spec or a resume_dir")
         resolved_data = resolve_data_dir(str(data_dir) if data_dir is not None else None)
+
+    # Everything that can be checked without Ray is checked before the sweep folder is
+    # written, so a typo never leaves a folder that can be neither resumed nor restarted.
+    studies = build_studies(spec)
+    check_study_configs(spec, studies)
+    check_datasets(spec, resolved_data)
+
+    if resume_dir is not None:
+        sweep_dir = spec.output_path()
+        (sweep_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+        logger.info("resuming sweep %s in %s", spec.name, sweep_dir)
+    else:
         sweep_dir, state = prepare_sweep_dir(spec, tracking_uri, resolved_data)
         logger.info("starting sweep %s in %s", spec.name, sweep_dir)
 
-    studies = build_studies(spec)
     tracker = MlflowSweepTracker(state["tracking_uri"], spec.name, state["sweep_id"])
-    coordinator = SweepCoordinator(spec, studies, sweep_dir, tracker, Path(state["data_dir"]))
+    coordinator = SweepCoordinator(spec, studies, sweep_dir, tracker, resolved_data)
     coordinator.recover_interrupted()
     coordinator.start_tracking()
     logger.info(
-        "%d studies, %d trials planned; MLflow: %s",
+        "%d studies, %d trials planned, %d to run; MLflow: %s",
         len(studies),
         sum(s.n_trials for s in studies),
+        coordinator.trials_to_run(),
         state["tracking_uri"],
     )
+    if coordinator.trials_to_run() == 0:
+        coordinator.finish()
+        return SweepOutcome(sweep_dir, state["tracking_uri"], coordinator.summary(), True)
 
     started_ray = False
     if not ray.is_initialized():
@@ -169,6 +182,7 @@ def run_sweep(
         started_ray = True
     try:
         resources = {key: float(value) for key, value in spec.resources_per_trial.items()}
+        check_trial_fits(resources, local=started_ray)
         max_concurrent = spec.max_concurrent_trials or _fill_cluster(
             resources, ray.cluster_resources()
         )
@@ -206,6 +220,58 @@ def run_sweep(
     summary = coordinator.summary()
     complete = all(state.is_done() for state in coordinator.studies.values())
     return SweepOutcome(sweep_dir, state["tracking_uri"], summary, complete)
+
+
+def check_datasets(spec: SweepSpec, data_dir: Path) -> None:
+    """Load every dataset of the spec once in the driver, so a missing file fails at once.
+
+    This also fills the Parquet cache that the trials then read.
+
+    Raises:
+        ConfigError: on an unknown dataset name.
+        DataFormatError: naming the missing or invalid file and how to fix it.
+    """
+    from lers_ray.data import load_dataset
+
+    for dataset in spec.datasets:
+        data = load_dataset(dataset, data_dir=data_dir)
+        logger.info(
+            "dataset %s: %d users, %d items, %d train / %d validation / %d test pairs, split %s",
+            dataset_label(dataset),
+            data.n_users,
+            data.n_items,
+            len(data.train),
+            len(data.valid),
+            len(data.test),
+            data.fingerprint,
+        )
+
+
+def check_trial_fits(resources: dict[str, float], local: bool) -> None:
+    """Fail when no node of the Ray cluster has the CPUs that one trial requests.
+
+    Ray would otherwise keep such trials pending forever. On a cluster started elsewhere an
+    autoscaler may still add a large enough node, so there it is only a warning.
+
+    Raises:
+        ConfigError: on a local cluster too small for one trial.
+    """
+    import ray
+
+    need = resources.get("cpu", 0.0)
+    largest = max(
+        (node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node.get("Alive")),
+        default=0.0,
+    )
+    if need <= largest:
+        return
+    message = (
+        f"resources_per_trial: cpu is {need:g}, but the largest Ray node has {largest:g} CPUs; "
+        "lower cpu in the spec or run on a cluster with larger nodes"
+    )
+    if local:
+        raise ConfigError(message)
+    logger.warning("%s (trials stay pending until such a node joins)", message)
 
 
 def _trial_name(trial: Any) -> str:

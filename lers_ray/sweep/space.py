@@ -78,6 +78,27 @@ class SearchSpace:
         """Return the space with the given parameter paths removed."""
         return SearchSpace([p for p in self.params if p.path not in paths], list(self.sources))
 
+    def grid(self, context: dict[str, float]) -> dict[str, list[Any]] | None:
+        """Return every value of each searched parameter, or ``None`` if the space is not a grid.
+
+        A space is a grid when every parameter is categorical, fixed, or a linear integer
+        range, and none is conditional. Fixed parameters are not searched, so they are left out.
+        """
+        values: dict[str, list[Any]] = {}
+        for param in self.params:
+            if param.when:
+                return None
+            if param.type == "categorical":
+                assert param.choices is not None
+                values[param.path] = list(param.choices)
+            elif param.type == "int" and not param.log:
+                low = math.ceil(_resolve_bound(param.low, context, param.path))
+                high = math.floor(_resolve_bound(param.high, context, param.path))
+                values[param.path] = list(range(low, high + 1, int(param.step or 1)))
+            elif param.type != "fixed":
+                return None
+        return values
+
     def sample(self, trial: optuna.Trial, context: dict[str, float]) -> dict[str, Any]:
         """Sample every active parameter through ``trial`` (define-by-run).
 

@@ -21,7 +21,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lers_ray.config import (
     CF_BACKBONES,
@@ -51,24 +51,38 @@ class EarlyStoppingSpec:
 class SweepSpec:
     """A parsed sweep spec (see the module docstring for the YAML form)."""
 
+    INTERNAL_FIELDS: ClassVar[tuple[str, ...]] = ("spec_path",)
+    """Fields set by the loader, never read from the YAML file."""
+
     name: str = "sweep"
+    """Sweep name; also the MLflow experiment's name."""
     datasets: list[DatasetConfig] = field(default_factory=lambda: [DatasetConfig()])
+    """Registered names (``ml-100k``) or ``DatasetConfig`` mappings (``name``, ``path``, ...)."""
     backbones: list[str] = field(default_factory=lambda: ["lightgcn"])
+    """``mf`` and/or ``lightgcn``; ``backbone: NAME`` is accepted for one."""
     methods: list[str] = field(default_factory=lambda: ["full"])
+    """Compression methods; ``full`` gets one study per (dataset, backbone), no target."""
     targets: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.95])
+    """Target sparsities in (0, 1); each compressed method gets one study per target."""
     trials_per_study: int = 8
+    """Trial budget of each study (fewer when its space has fewer distinct configs)."""
     epochs: int = 30
     """Epoch budget per trial (``training.epochs``)."""
     patience: int = 5
+    """Evaluations without a better validation NDCG@20 before a trial stops; 0 disables it."""
     eval_every: int = 1
+    """Validation interval in epochs (the scheduler acts on these reports)."""
     dim: int = 64
+    """Embedding dimension of every table."""
     ks: list[int] = field(default_factory=lambda: [10, 20, 50])
+    """Cut-offs for Recall@K and NDCG@K; must include 20, which selects models."""
     resources_per_trial: dict[str, float] = field(default_factory=lambda: {"cpu": 1, "gpu": 0})
     """Ray resources of one trial; ``cpu`` also sets its torch threads (GPU training is not
     supported yet)."""
     max_concurrent_trials: int | None = None
     """Trials running at once over all studies; ``None`` lets Ray fill the cluster."""
     seed: int = 2023
+    """Seed of training and, combined with each study's id, of its sampler."""
     output_dir: str = "runs/sweep"
     """Sweep folder, relative to the current directory unless absolute."""
     tracking_uri: str | None = None
@@ -197,6 +211,16 @@ def _validate(spec: SweepSpec, source: str) -> None:
             f"{source}: resources_per_trial: gpu is {spec.resources_per_trial['gpu']}, but "
             "trials train on CPU only in this version; set gpu: 0 (cpu sets torch's threads)"
         )
+    from lers_ray.data.registry import registered_names
+
+    for dataset in spec.datasets:
+        if dataset.path is None and dataset.name not in registered_names():
+            raise ConfigError(
+                f"{source}: datasets: unknown dataset {dataset.name!r}; choose one of "
+                f"{', '.join(registered_names())}, or give 'path' (and 'format') for your own"
+            )
+    if len(set(spec.targets)) != len(spec.targets):
+        raise ConfigError(f"{source}: targets: duplicate target in {spec.targets}")
     names = [dataset_label(d) for d in spec.datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: datasets: duplicate dataset name in {names}")

@@ -187,6 +187,11 @@ class MlflowSweepTracker:
             key = run.data.tags.get(RUN_KEY_TAG, "")
             if run.info.status == "RUNNING" and key not in keep_set:
                 self.client.set_tag(run.info.run_id, "lers.interrupted", "true")
+                self.client.set_tag(
+                    run.info.run_id,
+                    "failure_reason",
+                    "interrupted: the sweep driver stopped; the trial's parameters run again",
+                )
                 self.client.set_terminated(run.info.run_id, status="KILLED")
                 marked.append(key)
         return marked

@@ -97,7 +97,6 @@ def _run_training(
     metrics = {key: value for key, value in result.best.items() if key != "epoch"}
     if not metrics:
         metrics = dict(param_info)
-    metrics["artifact_bytes"] = artifact_bytes([model.user_table, model.item_table])
     metrics["train_seconds"] = result.train_seconds
     return TrialOutcome(
         status=result.status,
@@ -149,7 +148,6 @@ def _run_post_hoc(
     valid = evaluate_split(model, evaluators.valid, "val_")
     test = evaluate_split(model, evaluators.test, "test_") if isinstance(valid, dict) else valid
     metrics: dict[str, Any] = dict(param_info)
-    metrics["artifact_bytes"] = artifact_bytes([user_table, item_table])
     metrics["train_seconds"] = time.perf_counter() - started
     if isinstance(valid, str) or isinstance(test, str):
         reason = f"{valid if isinstance(valid, str) else test} after pruning"
@@ -229,4 +227,5 @@ def _param_info(model: CFModel, target: float) -> dict[str, Any]:
         "params_stored": counts.params_stored,
         "sparsity": counts.sparsity,
         "sparsity_target": float(target),
+        "artifact_bytes": artifact_bytes([model.user_table, model.item_table]),
     }

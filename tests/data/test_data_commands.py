@@ -59,7 +59,7 @@ def test_stats_missing_file_exit_2(tmp_path: Path, monkeypatch, capsys) -> None:
 
     error = capsys.readouterr().err
     assert code == 2
-    assert error.startswith("error: ")
+    assert error.startswith("lers-ray: error: ")
     assert error.count("\n") == 1
     assert "lers-ray data fetch gowalla" in error
 

@@ -53,7 +53,7 @@ def test_killed_sweep_resumes_without_rerunning(tmp_path, small_spec):
                 "synthetic": {"n_users": 400, "n_items": 600, "n_interactions": 10000},
             }
         ],
-        trials_per_study=5,
+        trials_per_study=4,
         epochs=6,
         seed=11,
         output_dir=str(sweep_dir),
@@ -79,7 +79,7 @@ def test_killed_sweep_resumes_without_rerunning(tmp_path, small_spec):
     finally:
         kill_tree(first)
     before = finished_rows(sweep_dir)
-    assert 2 <= len(before) < 10, "the kill must land mid-sweep"
+    assert 2 <= len(before) < 8, "the kill must land mid-sweep"
     finished_before = dict(zip(before["trial_key"], before["finished_at"]))
 
     second = subprocess.run(
@@ -102,7 +102,7 @@ def test_killed_sweep_resumes_without_rerunning(tmp_path, small_spec):
     per_study = after.groupby("study_id")["status"].apply(list).to_dict()
     assert sorted(per_study) == ["synthetic.mf.full", "synthetic.mf.magprune.sp80"]
     for study_id, statuses in per_study.items():
-        assert statuses.count("completed") == 5, (study_id, statuses)
+        assert statuses.count("completed") == 4, (study_id, statuses)
 
     # Exactly one MLflow run per trial: trial keys are unique, every row's run exists, and a
     # trial interrupted by the kill keeps its own run, marked KILLED.

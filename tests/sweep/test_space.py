@@ -114,3 +114,42 @@ def test_repository_spaces_load():
     assert files
     for path in files:
         load_search_space(path)
+
+
+def test_grid_of_discrete_space():
+    space = load_search_space(
+        {
+            "params": {
+                "method.settings.row_floor_k": {"type": "int", "low": 0, "high": "max_row_floor"},
+                "training.batch_size": {"type": "categorical", "choices": [512, 1024]},
+                "training.patience": {"type": "fixed", "value": 3},
+            }
+        }
+    )
+    assert space.grid({"max_row_floor": 2}) == {
+        "method.settings.row_floor_k": [0, 1, 2],
+        "training.batch_size": [512, 1024],
+    }
+
+
+def test_grid_none_for_continuous_space():
+    space = load_search_space(
+        {
+            "params": {
+                "training.lr": {"type": "log_float", "low": 1e-4, "high": 1e-2},
+            }
+        }
+    )
+    assert space.grid({}) is None
+
+
+def test_grid_sampler_tells_whole_grid_outside_optimize():
+    from lers_ray.sweep.coordinator import BudgetedGridSampler
+
+    study = optuna.create_study(sampler=BudgetedGridSampler({"k": [0, 1]}, seed=0))
+    seen = []
+    for _ in range(2):
+        trial = study.ask()
+        seen.append(trial.suggest_int("k", 0, 1))
+        study.tell(trial, 1.0)  # plain GridSampler raises here on the last grid point
+    assert sorted(seen) == [0, 1]

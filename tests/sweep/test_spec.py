@@ -58,6 +58,8 @@ def test_override_removes_searched_parameter():
         ({"resources_per_trial": {"cpu": 1, "gpu": 1}}, "CPU only"),
         ({"trials": 3}, "unknown key(s) 'trials'"),
         ({"datasets": ["ml-100k", "ml-100k"]}, "duplicate dataset"),
+        ({"datasets": ["ml100k"]}, "unknown dataset 'ml100k'"),
+        ({"targets": [0.8, 0.8]}, "duplicate target"),
     ],
 )
 def test_spec_errors_name_key(data, fragment):

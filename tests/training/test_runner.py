@@ -37,7 +37,14 @@ def make_config(backbone: str = "lightgcn", **training: Any) -> TrialConfig:
 
 
 def best_keys(ks: list[int]) -> set[str]:
-    keys = {"epoch", "params_full", "params_stored", "sparsity", "sparsity_target"}
+    keys = {
+        "epoch",
+        "params_full",
+        "params_stored",
+        "sparsity",
+        "sparsity_target",
+        "artifact_bytes",
+    }
     for k in ks:
         keys |= {f"{split}_{name}_{k}" for split in ("val", "test") for name in ("recall", "ndcg")}
     return keys
