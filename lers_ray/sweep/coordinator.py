@@ -30,7 +30,7 @@ from lers_ray.config import ConfigError, TrialConfig
 from lers_ray.sweep.results import ResultsTable
 from lers_ray.sweep.space import set_by_path
 from lers_ray.sweep.spec import StudySpec, SweepSpec, base_trial_config, dataset_label
-from lers_ray.tracking.mlflow_tracker import MlflowSweepTracker, finite_metrics
+from lers_ray.tracking.mlflow_tracker import MlflowSweepTracker, finite_metrics, is_number
 from lers_ray.tracking.provenance import provenance_tags
 
 logger = logging.getLogger(__name__)
@@ -340,7 +340,7 @@ class SweepCoordinator:
         assert live.run_id is not None
         self.tracker.log_metrics(live.run_id, epoch_metrics, step=int(result["epoch"]))
         value = result.get(OBJECTIVE)
-        if isinstance(value, (int, float)) and math.isfinite(value):
+        if is_number(value) and math.isfinite(value):
             live.best_value = max(live.best_value, float(value))
 
     def trial_ended(
@@ -384,7 +384,7 @@ class SweepCoordinator:
         metrics = outcome["metrics"]
         if live.run_id is not None:
             best_epoch = metrics.get("best_epoch")
-            step = int(best_epoch) if isinstance(best_epoch, (int, float)) else 0
+            step = int(float(best_epoch)) if is_number(best_epoch) else 0
             self.tracker.log_metrics(live.run_id, metrics, step=step)
             tags = {"status": status, "stopped_early": outcome["stopped_early"]}
             if outcome.get("fingerprint"):
@@ -417,14 +417,14 @@ class SweepCoordinator:
         }
         for key in RESULT_METRICS:
             value = metrics.get(key)
-            if not isinstance(value, (int, float)):
+            if not is_number(value):
                 row[key] = None
             elif key in INTEGER_METRICS:
                 row[key] = int(value)
             else:
                 row[key] = float(value)
         for key, value in metrics.items():
-            if key not in row and isinstance(value, (int, float)):
+            if key not in row and is_number(value):
                 row[key] = int(value) if key in INTEGER_METRICS else float(value)
         self.results.upsert(row)
         outcome_file = live.trial_dir / "outcome.json"

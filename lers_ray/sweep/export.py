@@ -18,6 +18,7 @@ from typing import Any
 
 from lers_ray.config import ConfigError, TrialConfig, dump_yaml, load_yaml_mapping
 from lers_ray.sweep.results import read_results
+from lers_ray.tracking.mlflow_tracker import is_number
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _integer(value: Any) -> int | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    if is_number(value) and math.isfinite(value):
         return float(value)
     return None
 

@@ -22,6 +22,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
 from lers_ray.sweep.coordinator import FINISHED, OBJECTIVE, SweepCoordinator
+from lers_ray.tracking.mlflow_tracker import is_number
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def train_trial(tune_config: dict[str, Any]) -> None:
         result["train_seconds"] = time.perf_counter() - started
         result["peak_rss_mb"] = peak_rss_mb()
         best_value = (result.get("best") or {}).get(OBJECTIVE)
-        if isinstance(best_value, (int, float)) and math.isfinite(best_value):
+        if is_number(best_value) and math.isfinite(best_value):
             result[SCHEDULER_METRIC] = float(best_value)
         tune.report(result)
 

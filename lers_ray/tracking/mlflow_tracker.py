@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, SupportsFloat, TypeGuard
 
+import numpy as np
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -150,7 +152,7 @@ class MlflowSweepTracker:
         items = [
             Metric(key, float(value), now, step)
             for key, value in metrics.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            if is_number(value)
         ]
         for start in range(0, len(items), BATCH_SIZE):
             self.client.log_batch(run_id, metrics=items[start : start + BATCH_SIZE])
@@ -197,10 +199,15 @@ class MlflowSweepTracker:
         return marked
 
 
+def is_number(value: Any) -> TypeGuard[SupportsFloat]:
+    """Return True for real numbers, numpy scalars included, and False for booleans."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """Keep the finite numeric entries of ``metrics`` (for summaries that reject NaN)."""
     return {
         key: float(value)
         for key, value in metrics.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if is_number(value) and math.isfinite(value)
     }

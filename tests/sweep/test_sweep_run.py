@@ -153,6 +153,9 @@ def test_export_then_reproduce_round_trip(ml100k_sweep, tmp_path):
     assert document["sparsity"]["target"] == 0.8
     assert 0.8 <= document["sparsity"]["achieved"] <= 0.81
     assert document["seed"] == 2023
+    assert isinstance(document["best_epoch"], int)
+    assert document["sparsity"]["params_full"] == (943 + 1682) * 64
+    assert isinstance(document["sparsity"]["params_stored"], int)
     assert document["split_fingerprint"]
     assert set(document["metrics"]["test"]) >= {"recall_20", "ndcg_20"}
     assert "torch" in document["versions"]
