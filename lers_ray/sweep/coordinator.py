@@ -420,12 +420,12 @@ class SweepCoordinator:
             if not is_number(value):
                 row[key] = None
             elif key in INTEGER_METRICS:
-                row[key] = int(value)
+                row[key] = int(float(value))
             else:
                 row[key] = float(value)
         for key, value in metrics.items():
             if key not in row and is_number(value):
-                row[key] = int(value) if key in INTEGER_METRICS else float(value)
+                row[key] = int(float(value)) if key in INTEGER_METRICS else float(value)
         self.results.upsert(row)
         outcome_file = live.trial_dir / "outcome.json"
         if not outcome_file.exists():
