@@ -45,7 +45,7 @@ FINISHED = "FINISHED"
 class BudgetedGridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler without the ``study.stop()`` call once the grid is exhausted.
 
-    ``GridSampler.after_trial`` stops the study when the last grid point is told, and
+    ``GridSampler.after_trial`` stops the study once the last grid point is reported, and
     ``Study.stop`` raises outside ``Study.optimize``. Here ``tell`` runs outside ``optimize``
     and the study's trial budget equals the grid size, so nothing needs stopping.
     """
