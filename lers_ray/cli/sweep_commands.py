@@ -141,7 +141,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     empty = [row["study"] for row in outcome.studies if row.get("best_trial") is None]
     if empty:
         print(
-            f"{len(empty)} studies have no completed trial: {', '.join(empty)}; "
+            f"no completed trial in {len(empty)} of {len(outcome.studies)} studies: "
+            f"{', '.join(empty)}; "
             f"see failure_reason in {outcome.sweep_dir / 'results.parquet'}"
         )
         return 1

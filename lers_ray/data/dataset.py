@@ -24,7 +24,7 @@ class InteractionData:
     test: np.ndarray
     fingerprint: str
     source: str = ""
-    """Where the data came from (files, URL or generator settings), for logs and tags."""
+    """Origin of the data (files, URL or generator settings), for logs and tags."""
 
     @property
     def n_interactions(self) -> int:

@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 def pruned_count(n: int, target: float) -> int:
     """Return ``ceil(n * target)``: the fewest zeroed entries whose sparsity reaches ``target``.
 
-    The paper authors' code zeroes ``floor(n * target)``, which leaves the achieved sparsity
-    just under the target whenever ``n * target`` is not a whole number; the protocol's rule
-    ``sparsity >= target`` rejects that, and the two counts differ by at most one entry.
+    Zeroing ``floor(n * target)`` instead would leave the achieved sparsity just under the
+    target whenever ``n * target`` is not a whole number, which the rule
+    ``sparsity >= target`` rejects. The two counts differ by at most one entry.
     A product within 1e-6 of an integer is read as that integer, so decimal targets behave as
     written: ``100 * 0.29`` is ``28.999999999999996`` in floating point and prunes 29 entries.
     """

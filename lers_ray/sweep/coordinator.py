@@ -4,8 +4,8 @@ The coordinator lives in the driver process. Ray Tune's searcher requests the ne
 it, and Tune's callbacks tell it when trials start, report and end. It is the only writer of the
 Optuna storage, the MLflow store and ``results.parquet``.
 
-Study state is persisted in Optuna's SQLite storage (``optuna.db`` in the sweep folder), so a
-killed sweep resumes from it: finished trials (complete or failed) are kept, and a trial that was
+Study state is persisted in Optuna's SQLite storage (``optuna.db`` in the sweep folder), and a
+killed sweep resumes from it. Finished trials (complete or failed) are kept. A trial that was
 running when the driver died is marked failed with ``interrupted`` and its parameters are
 enqueued again, so the study still gets its planned number of finished trials.
 """
@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,6 @@ class LiveTrial:
     trial_dir: Path
     config: dict[str, Any]
     run_id: str | None = None
-    best_value: float = -math.inf
 
 
 @dataclass
@@ -82,7 +81,6 @@ class StudyState:
     in_flight: int = 0
     blocked_reason: str | None = None
     ended: bool = False
-    history: list[float] = field(default_factory=list)
 
     def finished_trials(self) -> list[optuna.trial.FrozenTrial]:
         """Trials that count against the budget: complete, or failed for a reason of their own."""
@@ -339,9 +337,6 @@ class SweepCoordinator:
         }
         assert live.run_id is not None
         self.tracker.log_metrics(live.run_id, epoch_metrics, step=int(result["epoch"]))
-        value = result.get(OBJECTIVE)
-        if is_number(value) and math.isfinite(value):
-            live.best_value = max(live.best_value, float(value))
 
     def trial_ended(
         self, tune_trial_id: str, result: dict[str, Any] | None, error: str | None
@@ -371,7 +366,6 @@ class SweepCoordinator:
             trial.set_user_attr(f"metric.{key}", metric)
         if status == "completed":
             state.study.tell(trial, value)
-            state.history.append(float(value))
         else:
             trial.set_user_attr("failure_reason", outcome["failure_reason"])
             state.study.tell(trial, state=TrialState.FAIL)
