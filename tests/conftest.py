@@ -63,3 +63,23 @@ def small_spec():
         return spec
 
     return build
+
+
+@pytest.fixture
+def run_cli():
+    """Run ``lers-ray ARGS`` in its own process and return the completed process."""
+    import subprocess
+    import sys
+
+    def run(args, cwd, env=None, timeout=600):
+        return subprocess.run(
+            [sys.executable, "-m", "lers_ray.cli.main", *args],
+            cwd=cwd,
+            env=dict(os.environ) if env is None else env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run

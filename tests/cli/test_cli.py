@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -78,17 +75,10 @@ def test_train_unknown_key_names_path(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quickstart_sweep_prints_best_of_every_study(tmp_path):
+def test_quickstart_sweep_prints_best_of_every_study(tmp_path, run_cli):
     """The README's first command: the embedded default sweep, in its own process."""
-    result = subprocess.run(
-        [sys.executable, "-m", "lers_ray.cli.main", "sweep", "--output-dir", str(tmp_path / "qs")],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = run_cli(["sweep", "--output-dir", str(tmp_path / "qs")], cwd=tmp_path)
+
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("study "))
@@ -162,7 +152,7 @@ def test_resume_rejects_output_dir(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sweep_exits_nonzero_when_study_has_no_completed_trial(tmp_path):
+def test_sweep_exit_code_without_completed_trial(tmp_path, run_cli):
     spec = write_spec(
         tmp_path / "spec.yaml",
         datasets=[
@@ -174,17 +164,10 @@ def test_sweep_exits_nonzero_when_study_has_no_completed_trial(tmp_path):
         overrides={"training.init_std": 1.0e30},
         output_dir=str(tmp_path / "sweep"),
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "lers_ray.cli.main", "sweep", str(spec), "--num-cpus", "1"],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    result = run_cli(["sweep", str(spec), "--num-cpus", "1"], cwd=tmp_path)
+
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "1 studies have no completed trial: synthetic.mf.full" in result.stdout
+    assert "no completed trial in 1 of 1 studies: synthetic.mf.full" in result.stdout
     results = pd.read_parquet(tmp_path / "sweep" / "results.parquet")
     assert list(results["status"]) == ["failed"]
     assert "non-finite" in results["failure_reason"].iloc[0]

@@ -81,29 +81,15 @@ def ray_head():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_sweep_on_existing_cluster(tmp_path, ray_head, small_spec):
+def test_sweep_on_existing_cluster(tmp_path, ray_head, small_spec, run_cli):
     address, env = ray_head
     spec = small_spec(name="address_check")
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lers_ray.cli.main",
-            "sweep",
-            str(spec_path),
-            "--address",
-            address,
-            "--output-dir",
-            str(tmp_path / "sweep"),
-        ],
+    result = run_cli(
+        ["sweep", str(spec_path), "--address", address, "--output-dir", str(tmp_path / "sweep")],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     results = pd.read_parquet(tmp_path / "sweep" / "results.parquet")

@@ -43,7 +43,7 @@ def finished_rows(sweep_dir: Path) -> pd.DataFrame:
     return pd.read_parquet(path) if path.exists() else pd.DataFrame()
 
 
-def test_killed_sweep_resumes_without_rerunning(tmp_path, small_spec):
+def test_killed_sweep_resumes_without_rerunning(tmp_path, small_spec, run_cli):
     sweep_dir = tmp_path / "sweep"
     spec = small_spec(
         name="resume_check",
@@ -82,15 +82,7 @@ def test_killed_sweep_resumes_without_rerunning(tmp_path, small_spec):
     assert 2 <= len(before) < 8, "the kill must land mid-sweep"
     finished_before = dict(zip(before["trial_key"], before["finished_at"]))
 
-    second = subprocess.run(
-        sweep_command("--resume", str(sweep_dir), "--num-cpus", "2"),
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    second = run_cli(["sweep", "--resume", str(sweep_dir), "--num-cpus", "2"], cwd=tmp_path)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "magprune.sp80" in second.stdout  # the final table of best trials
 
