@@ -8,27 +8,31 @@ from lers_ray.embeddings.accounting import (
     params_full,
     sparsity,
 )
-from lers_ray.embeddings.base import EmbeddingTable, StorageKind
-from lers_ray.embeddings.full import FullEmbedding
-from lers_ray.embeddings.magprune import MagPruneEmbedding, magnitude_prune
-from lers_ray.embeddings.registry import (
-    FullSettings,
-    MagPruneSettings,
-    MethodSpec,
-    available_methods,
-    get_method,
-    register_method,
+from lers_ray.embeddings.base import (
+    EmbeddingTable,
+    SearchableTable,
+    SoftThresholdTable,
+    StorageKind,
+    StructureInfeasible,
 )
+from lers_ray.embeddings.full import FullEmbedding, FullSettings
+from lers_ray.embeddings.magprune import MagPruneSettings, magnitude_prune, prune_table
+from lers_ray.embeddings.masked import MaskedEmbedding
+from lers_ray.embeddings.registry import available_methods, get_method, register_method
+from lers_ray.embeddings.spec import MethodSpec
 
 __all__ = [
     "EmbeddingTable",
     "FullEmbedding",
     "FullSettings",
-    "MagPruneEmbedding",
     "MagPruneSettings",
+    "MaskedEmbedding",
     "MethodSpec",
     "ParameterCount",
+    "SearchableTable",
+    "SoftThresholdTable",
     "StorageKind",
+    "StructureInfeasible",
     "artifact_bytes",
     "available_methods",
     "count_parameters",
@@ -36,6 +40,7 @@ __all__ = [
     "get_method",
     "magnitude_prune",
     "params_full",
+    "prune_table",
     "register_method",
     "sparsity",
 ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lers_ray.embeddings.base import EmbeddingTable, StorageKind
+from lers_ray.embeddings.spec import TRAIN, MethodSpec, SettingsBase
 
 
 class FullEmbedding(EmbeddingTable):
@@ -32,3 +35,28 @@ class FullEmbedding(EmbeddingTable):
     def export_artifact(self) -> dict[str, torch.Tensor]:
         """Return the dense float32 weight."""
         return {"weight": self.weight.detach().cpu().clone()}
+
+    @classmethod
+    def decode_artifact(cls, artifact: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return the stored dense weight."""
+        return artifact["weight"].to(torch.float32)
+
+
+@dataclass
+class FullSettings(SettingsBase):
+    """The full table has no settings."""
+
+
+def _create(
+    num_embeddings: int, dim: int, target: float, settings: FullSettings, init_std: float
+) -> EmbeddingTable:
+    return FullEmbedding(num_embeddings, dim, init_std=init_std)
+
+
+METHOD = MethodSpec(
+    name="full",
+    settings_cls=FullSettings,
+    kind=TRAIN,
+    create=_create,
+    description="uncompressed tables, the reference of every sweep",
+)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from lers_ray.embeddings.base import EmbeddingTable, StorageKind
+from lers_ray.embeddings.base import EmbeddingTable
+from lers_ray.embeddings.masked import MaskedEmbedding
+from lers_ray.embeddings.spec import POST_HOC, MethodSpec, SettingsBase, require
 
 logger = logging.getLogger(__name__)
 
@@ -88,74 +88,86 @@ def magnitude_prune(weight: torch.Tensor, target: float, row_floor_k: int = 0) -
     return mask.reshape(rows, dim)
 
 
-class MagPruneEmbedding(EmbeddingTable):
-    """A table with a fixed keep-mask; looked-up vectors have the pruned entries zeroed.
+def prune_table(full_table: EmbeddingTable, target: float, row_floor_k: int = 0) -> MaskedEmbedding:
+    """Prune a trained table at ``target`` sparsity (see :func:`magnitude_prune`)."""
+    weight = full_table.weight_matrix().detach()
+    mask = magnitude_prune(weight, target, row_floor_k)
+    table = MaskedEmbedding.from_weight(weight, mask)
+    logger.debug(
+        "pruned a %dx%d table at target %.4f with row floor %d: %d entries kept",
+        table.num_embeddings,
+        table.dim,
+        target,
+        row_floor_k,
+        int(mask.sum()),
+    )
+    return table
 
-    ``weight`` stays a parameter so a variant can fine-tune the kept entries with the mask fixed.
-    """
 
-    mask: torch.Tensor
+@dataclass
+class MagPruneSettings(SettingsBase):
+    """Settings of post-hoc magnitude pruning."""
 
-    def __init__(self, num_embeddings: int, dim: int) -> None:
-        super().__init__(num_embeddings, dim)
-        self.weight = nn.Parameter(torch.zeros(num_embeddings, dim))
-        self.register_buffer("mask", torch.ones(num_embeddings, dim, dtype=torch.bool))
+    row_floor_k: int = 0
+    """Each row keeps at least its k largest-magnitude entries."""
 
-    @classmethod
-    def from_full(
-        cls, full_table: EmbeddingTable, target: float, row_floor_k: int = 0
-    ) -> MagPruneEmbedding:
-        """Prune a trained table at ``target`` sparsity (see :func:`magnitude_prune`)."""
-        weight = full_table.weight_matrix().detach()
-        mask = magnitude_prune(weight, target, row_floor_k)
-        table = cls(full_table.num_embeddings, full_table.dim)
-        with torch.no_grad():
-            table.weight.copy_(weight * mask)
-            table.mask.copy_(mask)
-        logger.debug(
-            "pruned a %dx%d table at target %.4f with row floor %d: %d entries kept",
-            table.num_embeddings,
-            table.dim,
-            target,
-            row_floor_k,
-            int(mask.sum()),
+
+@dataclass
+class MagPruneFtSettings(MagPruneSettings):
+    """Magnitude pruning, then fine-tuning of the kept entries with the mask fixed."""
+
+    finetune_epochs: int = 5
+    """Training epochs after pruning; the best validation epoch (0 = no fine-tuning) is kept."""
+    finetune_lr: float = 1.0e-3
+    """Adam learning rate of the fine-tuning epochs."""
+
+
+def _validate(settings: MagPruneSettings) -> None:
+    require(settings.row_floor_k >= 0, "row_floor_k", f"{settings.row_floor_k} must be >= 0")
+    if isinstance(settings, MagPruneFtSettings):
+        require(
+            settings.finetune_epochs >= 1,
+            "finetune_epochs",
+            f"{settings.finetune_epochs} must be >= 1 (use magprune for no fine-tuning)",
         )
-        return table
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """Look up ``ids`` (any shape ``S``) and return masked ``S + (dim,)`` vectors."""
-        return F.embedding(ids, self.weight) * self.mask[ids]
-
-    def weight_matrix(self) -> torch.Tensor:
-        """Return the masked ``[num_embeddings, dim]`` table."""
-        return self.weight * self.mask
-
-    def inference_tensors(self) -> dict[str, tuple[torch.Tensor, StorageKind]]:
-        """Return the masked weight, counted by its non-zeros."""
-        return {"weight": (self.weight_matrix().detach(), StorageKind.SPARSE)}
-
-    def export_artifact(self) -> dict[str, torch.Tensor]:
-        """Return the masked table in CSR form with the narrowest index dtypes that fit.
-
-        Keys: ``crow_indices`` ``[rows + 1]``, ``col_indices`` ``[nnz]``, ``values`` ``[nnz]``
-        (float32) and ``shape`` (int64 ``[rows, dim]``).
-        """
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            csr = self.weight_matrix().detach().cpu().to_sparse_csr()
-        crow = csr.crow_indices()
-        col = csr.col_indices()
-        return {
-            "crow_indices": crow.to(narrowest_index_dtype(int(crow[-1]))),
-            "col_indices": col.to(narrowest_index_dtype(self.dim - 1)),
-            "values": csr.values().to(torch.float32).clone(),
-            "shape": torch.tensor([self.num_embeddings, self.dim], dtype=torch.int64),
-        }
+        require(settings.finetune_lr > 0, "finetune_lr", f"{settings.finetune_lr} must be > 0")
 
 
-def narrowest_index_dtype(max_value: int) -> torch.dtype:
-    """Return the smallest signed integer dtype that can store ``0..max_value``."""
-    for dtype in (torch.int8, torch.int16, torch.int32):
-        if max_value <= torch.iinfo(dtype).max:
-            return dtype
-    return torch.int64
+def _empty(num_embeddings: int, dim: int, target: float, settings: object) -> EmbeddingTable:
+    return MaskedEmbedding(num_embeddings, dim)
+
+
+def _create(
+    num_embeddings: int, dim: int, target: float, settings: object, init_std: float
+) -> EmbeddingTable:
+    return MaskedEmbedding(num_embeddings, dim)
+
+
+def _from_trained(
+    trained: EmbeddingTable, target: float, settings: MagPruneSettings
+) -> EmbeddingTable:
+    return prune_table(trained, target, settings.row_floor_k)
+
+
+METHOD = MethodSpec(
+    name="magprune",
+    settings_cls=MagPruneSettings,
+    kind=POST_HOC,
+    create=_create,
+    create_final=_empty,
+    from_trained=_from_trained,
+    validate=_validate,
+    description="zero the smallest-|w| entries of the trained full model, per table",
+)
+
+METHOD_FT = MethodSpec(
+    name="magprune+ft",
+    settings_cls=MagPruneFtSettings,
+    kind=POST_HOC,
+    create=_create,
+    create_final=_empty,
+    from_trained=_from_trained,
+    finetune=True,
+    validate=_validate,
+    description="magprune, then fine-tune the kept entries with the mask fixed",
+)

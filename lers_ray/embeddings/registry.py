@@ -1,107 +1,17 @@
-"""Embedding methods registered by name, each with a typed settings dataclass and builders.
+"""Embedding methods registered by name.
 
-A method is looked up by the name in ``MethodConfig.name``. Its settings dataclass validates
-``MethodConfig.settings``. Non-post-hoc methods build fresh tables with ``create``. Post-hoc
-methods (``post_hoc=True``) instead derive tables from a trained full table with
-``from_trained``, and use ``create`` only for an empty table to load a checkpoint into.
+Each method module defines a :class:`MethodSpec` (its settings dataclass, builders and training
+kind) and is listed here. ``MethodConfig.name`` picks the method; its settings dataclass
+validates ``MethodConfig.settings``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from lers_ray.config import ConfigError
+from lers_ray.embeddings import full, magprune
+from lers_ray.embeddings.spec import MethodSpec
 
-from lers_ray.config import ConfigError, from_mapping
-from lers_ray.embeddings.base import EmbeddingTable
-from lers_ray.embeddings.full import FullEmbedding
-from lers_ray.embeddings.magprune import MagPruneEmbedding
-
-
-@dataclass
-class FullSettings:
-    """The full table has no settings."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a plain dict."""
-        return dataclasses.asdict(self)
-
-
-@dataclass
-class MagPruneSettings:
-    """Settings of post-hoc magnitude pruning."""
-
-    row_floor_k: int = 0
-    """Each row keeps at least its k largest-magnitude entries."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a plain dict."""
-        return dataclasses.asdict(self)
-
-
-CreateTable = Callable[[int, int, Any, float], EmbeddingTable]
-"""``(num_embeddings, dim, settings, init_std) -> table``."""
-FromTrained = Callable[[EmbeddingTable, float, Any], EmbeddingTable]
-"""``(trained_full_table, target, settings) -> table``."""
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """A registered embedding method."""
-
-    name: str
-    settings_cls: type
-    post_hoc: bool
-    """True when the method starts from a trained full model instead of training its tables."""
-    create: CreateTable
-    from_trained: FromTrained | None = None
-    validate: Callable[[Any], None] | None = None
-
-    def parse_settings(self, data: dict[str, Any] | None) -> Any:
-        """Build the settings dataclass from ``MethodConfig.settings``.
-
-        Raises:
-            ConfigError: on an unknown key or a value of the wrong type, naming the key.
-        """
-        settings: Any = from_mapping(self.settings_cls, dict(data or {}), "method.settings")
-        if self.validate is not None:
-            self.validate(settings)
-        return settings
-
-
-def _validate_magprune(settings: MagPruneSettings) -> None:
-    if settings.row_floor_k < 0:
-        raise ConfigError(f"method.settings.row_floor_k: {settings.row_floor_k} must be >= 0")
-
-
-def _create_full(num_embeddings: int, dim: int, settings: Any, init_std: float) -> EmbeddingTable:
-    return FullEmbedding(num_embeddings, dim, init_std=init_std)
-
-
-def _create_magprune(
-    num_embeddings: int, dim: int, settings: Any, init_std: float
-) -> EmbeddingTable:
-    return MagPruneEmbedding(num_embeddings, dim)
-
-
-def _magprune_from_trained(
-    trained: EmbeddingTable, target: float, settings: MagPruneSettings
-) -> EmbeddingTable:
-    return MagPruneEmbedding.from_full(trained, target, settings.row_floor_k)
-
-
-_REGISTRY: dict[str, MethodSpec] = {
-    "full": MethodSpec(name="full", settings_cls=FullSettings, post_hoc=False, create=_create_full),
-    "magprune": MethodSpec(
-        name="magprune",
-        settings_cls=MagPruneSettings,
-        post_hoc=True,
-        create=_create_magprune,
-        from_trained=_magprune_from_trained,
-        validate=_validate_magprune,
-    ),
-}
+_REGISTRY: dict[str, MethodSpec] = {}
 
 
 def register_method(spec: MethodSpec) -> None:
@@ -133,3 +43,7 @@ def get_method(name: str) -> MethodSpec:
             f"method.name: unknown method {name!r}; known methods are "
             f"{', '.join(available_methods())}"
         ) from None
+
+
+for _spec in (full.METHOD, magprune.METHOD, magprune.METHOD_FT):
+    register_method(_spec)

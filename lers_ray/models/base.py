@@ -66,7 +66,8 @@ class CFModel(nn.Module, abc.ABC):
             triples, and ``weight_decay * (||e_u||^2 + ||e_pos||^2 + ||e_neg||^2) / (2 * B)``
             where the ``e`` are the batch's layer-0 (table) embeddings and the squared norms
             are summed over the batch. Dividing by ``2 * B`` follows LightGCN's reference
-            implementation; ``weight_decay`` is ``TrainingConfig.weight_decay``.
+            implementation; ``weight_decay`` is ``TrainingConfig.weight_decay``. A table's
+            :meth:`EmbeddingTable.penalty` for the batch's ids is added to the second term.
         """
         if neg.dim() == 1:
             neg = neg.unsqueeze(1)
@@ -83,4 +84,12 @@ class CFModel(nn.Module, abc.ABC):
         ego_items = self.item_table(items)
         squared = ego_users.pow(2).sum() + ego_items.pow(2).sum()
         l2 = self.weight_decay * squared / (2 * batch)
+        for table, ids in ((self.user_table, users), (self.item_table, items)):
+            extra = table.penalty(ids)
+            if extra is not None:
+                l2 = l2 + extra
         return loss, l2
+
+    def tables(self) -> tuple[EmbeddingTable, EmbeddingTable]:
+        """Return the user and item tables."""
+        return self.user_table, self.item_table

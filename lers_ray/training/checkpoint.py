@@ -11,6 +11,7 @@ from lers_ray.config import ConfigError, TrialConfig
 from lers_ray.data.dataset import InteractionData
 from lers_ray.embeddings.base import EmbeddingTable
 from lers_ray.embeddings.registry import get_method
+from lers_ray.embeddings.spec import TRAIN
 from lers_ray.models import CFModel, build_model
 
 CHECKPOINT_FORMAT = "lers_ray.cf_model/1"
@@ -21,15 +22,22 @@ def build_tables(
 ) -> tuple[EmbeddingTable, EmbeddingTable]:
     """Create fresh user ``[n_users, dim]`` and item ``[n_items, dim]`` tables of the method.
 
-    For post-hoc methods these are empty tables to load a checkpoint into.
+    For post-hoc and two-stage methods these are empty tables of the class a finished trial
+    saves, to load a checkpoint into.
     """
     spec = get_method(config.method.name)
     settings = spec.parse_settings(config.method.settings)
     dim = config.backbone.dim
+    target = config.method.target
+    if spec.kind != TRAIN:
+        return (
+            spec.empty_table(n_users, dim, target, settings),
+            spec.empty_table(n_items, dim, target, settings),
+        )
     init_std = config.training.init_std
     return (
-        spec.create(n_users, dim, settings, init_std),
-        spec.create(n_items, dim, settings, init_std),
+        spec.create(n_users, dim, target, settings, init_std),
+        spec.create(n_items, dim, target, settings, init_std),
     )
 
 

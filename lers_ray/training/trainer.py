@@ -60,13 +60,27 @@ class Evaluators:
 
 
 def make_optimizer(model: CFModel, lr: float) -> torch.optim.Optimizer:
-    """Return Adam over the model's parameters, fused where torch supports it."""
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    """Return Adam over the model's parameters, fused where torch supports it.
+
+    Parameters a table lists in :meth:`EmbeddingTable.optimizer_groups` get their group's
+    ``lr`` and ``weight_decay``; all others use ``lr`` and no weight decay.
+    """
+    groups: list[dict[str, Any]] = []
+    grouped: set[int] = set()
+    for table in model.tables():
+        for group in table.optimizer_groups(lr):
+            params = [p for p in group["params"] if p.requires_grad]
+            grouped.update(id(p) for p in params)
+            if params:
+                groups.append({**group, "params": params})
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in grouped]
+    if rest:
+        groups.insert(0, {"params": rest})
     try:
-        return torch.optim.Adam(parameters, lr=lr, fused=True)
+        return torch.optim.Adam(groups, lr=lr, fused=True)
     except (RuntimeError, ValueError) as error:
         logger.info("fused Adam unavailable (%s); using the foreach implementation", error)
-        return torch.optim.Adam(parameters, lr=lr, foreach=True)
+        return torch.optim.Adam(groups, lr=lr, foreach=True)
 
 
 @torch.no_grad()
@@ -209,15 +223,24 @@ def train(
 
 
 def train_epoch(
-    model: CFModel, sampler: BPRSampler, optimizer: torch.optim.Optimizer, epoch: int
+    model: CFModel,
+    sampler: BPRSampler,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    stop_after_batch: Callable[[], bool] | None = None,
 ) -> float | str:
     """Run one epoch of BPR updates.
+
+    ``stop_after_batch`` is checked after every update; when it returns True the epoch ends
+    there (a search stage uses it to stop as soon as its tables reach the target).
 
     Returns:
         The mean per-triple objective (BPR + L2), or a failure reason when a batch's loss is
         not finite (the epoch stops at that batch).
     """
     model.train()
+    for table in model.tables():
+        table.start_epoch(epoch)
     total = 0.0
     count = 0
     for batch_index, (users, pos, neg) in enumerate(sampler.epoch()):
@@ -231,6 +254,8 @@ def train_epoch(
         optimizer.step()
         total += value * users.numel()
         count += users.numel()
+        if stop_after_batch is not None and stop_after_batch():
+            break
     return total / max(count, 1)
 
 

@@ -7,11 +7,12 @@ import torch
 
 from lers_ray.embeddings.full import FullEmbedding
 from lers_ray.embeddings.magprune import (
-    MagPruneEmbedding,
     magnitude_prune,
     max_row_floor,
+    prune_table,
     pruned_count,
 )
+from lers_ray.embeddings.masked import MaskedEmbedding
 
 SHAPES = [(1, 1), (1, 7), (3, 7), (10, 64), (100, 3), (257, 16)]
 TARGETS = [0.0, 0.1, 0.29, 0.5, 0.8, 0.95, 0.999]
@@ -101,7 +102,7 @@ def test_prune_non_finite_weight_raises() -> None:
 def test_magprune_embedding_lookup_masked() -> None:
     torch.manual_seed(0)
     full = FullEmbedding(20, 8, init_std=1.0)
-    table = MagPruneEmbedding.from_full(full, 0.75)
+    table = prune_table(full, 0.75)
     ids = torch.tensor([[0, 5], [19, 5]])
     expected = (full.weight.detach() * table.mask)[ids]
     assert torch.equal(table(ids), expected)
@@ -112,7 +113,7 @@ def test_magprune_embedding_lookup_masked() -> None:
 def test_magprune_artifact_is_narrow_csr() -> None:
     torch.manual_seed(0)
     full = FullEmbedding(300, 64)
-    table = MagPruneEmbedding.from_full(full, 0.8)
+    table = prune_table(full, 0.8)
     artifact = table.export_artifact()
     assert artifact["col_indices"].dtype == torch.int8
     assert artifact["crow_indices"].dtype == torch.int16
@@ -130,8 +131,8 @@ def test_magprune_artifact_is_narrow_csr() -> None:
 
 def test_magprune_state_dict_round_trip() -> None:
     torch.manual_seed(0)
-    table = MagPruneEmbedding.from_full(FullEmbedding(12, 4), 0.5)
-    empty = MagPruneEmbedding(12, 4)
+    table = prune_table(FullEmbedding(12, 4), 0.5)
+    empty = MaskedEmbedding(12, 4)
     empty.load_state_dict(table.state_dict())
     assert torch.equal(empty.weight_matrix(), table.weight_matrix())
 

@@ -4,11 +4,10 @@ import pytest
 import torch
 
 from lers_ray.config import ConfigError
-from lers_ray.embeddings.full import FullEmbedding
-from lers_ray.embeddings.magprune import MagPruneEmbedding
+from lers_ray.embeddings.full import FullEmbedding, FullSettings
+from lers_ray.embeddings.magprune import MagPruneSettings
+from lers_ray.embeddings.masked import MaskedEmbedding
 from lers_ray.embeddings.registry import (
-    FullSettings,
-    MagPruneSettings,
     available_methods,
     get_method,
 )
@@ -50,15 +49,15 @@ def test_settings_wrong_type_and_negative_k() -> None:
 
 def test_builders_make_tables() -> None:
     full_spec = get_method("full")
-    table = full_spec.create(30, 8, FullSettings(), 0.5)
+    table = full_spec.create(30, 8, 0.0, FullSettings(), 0.5)
     assert isinstance(table, FullEmbedding)
     assert table.weight.std().item() == pytest.approx(0.5, rel=0.3)
 
     prune_spec = get_method("magprune")
     assert prune_spec.from_trained is not None
     pruned = prune_spec.from_trained(table, 0.5, MagPruneSettings(row_floor_k=2))
-    assert isinstance(pruned, MagPruneEmbedding)
+    assert isinstance(pruned, MaskedEmbedding)
     assert int(pruned.mask.sum()) == 120
     assert int(pruned.mask.sum(dim=1).min()) >= 2
-    empty = prune_spec.create(30, 8, MagPruneSettings(), 0.1)
+    empty = prune_spec.create(30, 8, 0.5, MagPruneSettings(), 0.1)
     assert torch.count_nonzero(empty.weight_matrix()) == 0
