@@ -130,6 +130,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
         return _fail(error)
     print()
     print(format_study_table(outcome.studies))
+    for study_id, reason in outcome.skipped.items():
+        print(f"skipped {study_id}: {reason}")
     print()
     print(f"sweep folder: {outcome.sweep_dir}")
     print(f"results:      {outcome.sweep_dir / 'results.parquet'}")

@@ -385,6 +385,9 @@ class SweepCoordinator:
                 tags["split_fingerprint"] = outcome["fingerprint"]
             if outcome.get("failure_reason"):
                 tags["failure_reason"] = outcome["failure_reason"][:5000]
+            for key, value in metrics.items():
+                if key.startswith("structure."):
+                    tags[key] = json.dumps(value) if isinstance(value, list) else value
             for name, path in self._artifact_files(live).items():
                 tags[f"artifact.{name}.path"] = str(path)
                 tags[f"artifact.{name}.sha256"] = file_sha256(path)
@@ -408,6 +411,10 @@ class SweepCoordinator:
             "trial_dir": str(live.trial_dir),
             "mlflow_run_id": live.run_id,
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "structure": json.dumps(
+                {key: value for key, value in metrics.items() if key.startswith("structure.")},
+                sort_keys=True,
+            ),
         }
         for key in RESULT_METRICS:
             value = metrics.get(key)
@@ -430,11 +437,14 @@ class SweepCoordinator:
             outcome_file.write_text(json.dumps(summary, indent=2))
 
     def _artifact_files(self, live: LiveTrial) -> dict[str, Path]:
-        """Return the trial's model file and, for a post-hoc method, the model it started from."""
+        """Return the trial's model file, its stage files (two-stage methods) and, for a
+        post-hoc method, the model it started from."""
         files = {}
         model = live.trial_dir / "best_model.pt"
         if model.is_file():
             files["model"] = model
+        for stage_file in sorted((live.trial_dir / "stages").glob("*.pt")):
+            files[f"stage.{stage_file.stem}"] = stage_file
         base = live.config.get("base_checkpoint")
         if base and Path(base).is_file():
             files["base_model"] = Path(base)
@@ -520,6 +530,9 @@ RESULT_METRICS = (
     "params_stored",
     "sparsity",
     "sparsity_target",
+    "sparsity_gap",
+    "meets_target",
+    "artifact_bytes",
     "best_epoch",
     "epochs_run",
     "train_seconds",
@@ -528,7 +541,7 @@ RESULT_METRICS = (
 """Columns every ``results.parquet`` row has (``None`` where a trial did not reach them)."""
 
 INTEGER_METRICS = frozenset(
-    {"params_full", "params_stored", "best_epoch", "epochs_run", "artifact_bytes"}
+    {"params_full", "params_stored", "best_epoch", "epochs_run", "artifact_bytes", "meets_target"}
 )
 
 
@@ -603,7 +616,7 @@ def trial_config_for(
         config["training"] = copy.deepcopy(base_config["training"])
         config["base"] = copy.deepcopy(base_config)
         config["base_checkpoint"] = checkpoint
-    for path, value in spec.overrides.items():
+    for path, value in spec.overrides_for(study.method).items():
         set_by_path(config, path, value)
     for path, value in params.items():
         set_by_path(config, path, value)

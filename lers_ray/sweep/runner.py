@@ -12,17 +12,25 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lers_ray.config import ConfigError, dump_yaml, load_yaml_mapping
-from lers_ray.sweep.spec import SweepSpec, build_studies, dataset_label, parse_sweep_spec
+from lers_ray.sweep.spec import (
+    StudySpec,
+    SweepSpec,
+    build_studies,
+    dataset_label,
+    parse_sweep_spec,
+)
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "sweep.json"
 SPEC_FILE = "spec.yaml"
+SKIPPED_FILE = "skipped_studies.json"
+"""Studies left out because their method cannot reach the target, with the reason."""
 
 
 @dataclass
@@ -35,6 +43,8 @@ class SweepOutcome:
     """One row per study: progress and the best trial's metrics."""
     complete: bool
     """True when every study finished its planned trials (or is blocked)."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Studies not run because no structure of their method reaches the target, with why."""
 
 
 def default_tracking_uri(sweep_dir: Path) -> str:
@@ -144,8 +154,11 @@ def run_sweep(
     # Everything that can be checked without Ray is checked before the sweep folder is
     # written, so a typo never leaves a folder that can be neither resumed nor restarted.
     studies = build_studies(spec)
+    table_rows = check_datasets(spec, resolved_data)
+    for study in studies:
+        study.table_rows = table_rows[dataset_label(study.dataset)]
+    studies, skipped = split_infeasible(studies, spec.dim)
     check_study_configs(spec, studies)
-    check_datasets(spec, resolved_data)
 
     if resume_dir is not None:
         sweep_dir = spec.output_path()
@@ -155,6 +168,7 @@ def run_sweep(
         sweep_dir, state = prepare_sweep_dir(spec, tracking_uri, resolved_data)
         logger.info("starting sweep %s in %s", spec.name, sweep_dir)
 
+    (sweep_dir / SKIPPED_FILE).write_text(json.dumps(skipped, indent=2) + "\n")
     tracker = MlflowSweepTracker(state["tracking_uri"], spec.name, state["sweep_id"])
     coordinator = SweepCoordinator(spec, studies, sweep_dir, tracker, resolved_data)
     coordinator.recover_interrupted()
@@ -168,7 +182,7 @@ def run_sweep(
     )
     if coordinator.trials_to_run() == 0:
         coordinator.finish()
-        return SweepOutcome(sweep_dir, state["tracking_uri"], coordinator.summary(), True)
+        return SweepOutcome(sweep_dir, state["tracking_uri"], coordinator.summary(), True, skipped)
 
     started_ray = False
     if not ray.is_initialized():
@@ -219,13 +233,44 @@ def run_sweep(
             ray.shutdown()
     summary = coordinator.summary()
     complete = all(state.is_done() for state in coordinator.studies.values())
-    return SweepOutcome(sweep_dir, state["tracking_uri"], summary, complete)
+    return SweepOutcome(sweep_dir, state["tracking_uri"], summary, complete, skipped)
 
 
-def check_datasets(spec: SweepSpec, data_dir: Path) -> None:
+def split_infeasible(studies: list[StudySpec], dim: int) -> tuple[list[StudySpec], dict[str, str]]:
+    """Separate the studies whose method has no structure that reaches their target.
+
+    PTQ at 0.95, for instance, cannot store fewer than 4 bits per entry plus row scales.
+    Such a study is skipped with a warning instead of failing all its trials.
+
+    Returns:
+        The runnable studies, and the skipped study ids with the reason.
+    """
+    from lers_ray.embeddings.base import StructureInfeasible
+    from lers_ray.embeddings.registry import get_method
+
+    runnable: list[StudySpec] = []
+    skipped: dict[str, str] = {}
+    for study in studies:
+        check = get_method(study.method).check_feasible
+        try:
+            if check is not None and study.table_rows is not None:
+                for rows in study.table_rows:
+                    check(rows, dim, study.target)
+        except StructureInfeasible as error:
+            skipped[study.study_id] = str(error)
+            logger.warning("skipping study %s: %s", study.study_id, error)
+            continue
+        runnable.append(study)
+    return runnable, skipped
+
+
+def check_datasets(spec: SweepSpec, data_dir: Path) -> dict[str, tuple[int, int]]:
     """Load every dataset of the spec once in the driver, so a missing file fails at once.
 
     This also fills the Parquet cache that the trials then read.
+
+    Returns:
+        ``(n_users, n_items)`` by dataset label: the row counts of the two tables.
 
     Raises:
         ConfigError: on an unknown dataset name.
@@ -233,8 +278,10 @@ def check_datasets(spec: SweepSpec, data_dir: Path) -> None:
     """
     from lers_ray.data import load_dataset
 
+    rows: dict[str, tuple[int, int]] = {}
     for dataset in spec.datasets:
         data = load_dataset(dataset, data_dir=data_dir)
+        rows[dataset_label(dataset)] = (data.n_users, data.n_items)
         logger.info(
             "dataset %s: %d users, %d items, %d train / %d validation / %d test pairs, split %s",
             dataset_label(dataset),
@@ -245,6 +292,7 @@ def check_datasets(spec: SweepSpec, data_dir: Path) -> None:
             len(data.test),
             data.fingerprint,
         )
+    return rows
 
 
 def check_trial_fits(resources: dict[str, float], local: bool) -> None:

@@ -93,6 +93,14 @@ class SweepSpec:
     """Folder with ``backbones/`` and ``methods/`` space files (default: see ``space_dir``)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Dotted config paths set in every trial, e.g. ``{training.batch_size: 1024}``."""
+    method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per method, dotted config paths set in that method's trials after ``overrides``, e.g.
+    ``{pep: {method.settings.search_epochs: 5}}``; like ``overrides``, they are not searched."""
+
+    def overrides_for(self, method: str) -> dict[str, Any]:
+        """Return the overrides that apply to ``method``'s trials, in the order they apply."""
+        return {**self.overrides, **self.method_overrides.get(method, {})}
+
     early_stopping: EarlyStoppingSpec = field(default_factory=EarlyStoppingSpec)
     spec_path: str | None = None
     """The file the spec was read from (set by the loader)."""
@@ -136,6 +144,8 @@ class StudySpec:
     space: SearchSpace
     depends_on: str | None = None
     """Study whose best trained model this study starts from (post-hoc methods)."""
+    table_rows: tuple[int, int] | None = None
+    """Rows of the user and item tables, once the dataset is loaded (structure bounds)."""
 
 
 def load_sweep_spec(path: str | Path) -> SweepSpec:
@@ -188,6 +198,17 @@ def _validate(spec: SweepSpec, source: str) -> None:
         if method not in known:
             raise ConfigError(
                 f"{source}: methods: unknown method {method!r}; choose from {', '.join(known)}"
+            )
+    for method, paths in spec.method_overrides.items():
+        if method not in spec.methods:
+            raise ConfigError(
+                f"{source}: method_overrides: {method!r} is not in methods "
+                f"({', '.join(spec.methods)}); remove it or add the method"
+            )
+        if not isinstance(paths, dict):
+            raise ConfigError(
+                f"{source}: method_overrides.{method}: expected a mapping of dotted config "
+                f"paths to values, got {paths!r}"
             )
     for target in spec.targets:
         if not 0.0 < target < 1.0:
@@ -270,7 +291,7 @@ def build_studies(spec: SweepSpec) -> list[StudySpec]:
                 # so only its own knobs are searched.
                 space = method_space if post_hoc else backbone_space.merged(method_space)
                 # An override fixes a value in every trial, so it is not searched.
-                space = space.without(set(spec.overrides))
+                space = space.without(set(spec.overrides_for(method)))
                 targets = [0.0] if method == "full" else list(spec.targets)
                 for target in targets:
                     studies.append(

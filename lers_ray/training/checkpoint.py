@@ -11,25 +11,26 @@ from lers_ray.config import ConfigError, TrialConfig
 from lers_ray.data.dataset import InteractionData
 from lers_ray.embeddings.base import EmbeddingTable
 from lers_ray.embeddings.registry import get_method
-from lers_ray.embeddings.spec import TRAIN
+from lers_ray.embeddings.spec import TRAIN, TWO_STAGE
 from lers_ray.models import CFModel, build_model
 
 CHECKPOINT_FORMAT = "lers_ray.cf_model/1"
 
 
 def build_tables(
-    config: TrialConfig, n_users: int, n_items: int
+    config: TrialConfig, n_users: int, n_items: int, stage: str = "final"
 ) -> tuple[EmbeddingTable, EmbeddingTable]:
     """Create fresh user ``[n_users, dim]`` and item ``[n_items, dim]`` tables of the method.
 
-    For post-hoc and two-stage methods these are empty tables of the class a finished trial
-    saves, to load a checkpoint into.
+    With ``stage="final"``, post-hoc and two-stage methods get empty tables of the class a
+    finished trial saves, to load a checkpoint into. With ``stage="search"``, a two-stage
+    method gets freshly initialised search tables.
     """
     spec = get_method(config.method.name)
     settings = spec.parse_settings(config.method.settings)
     dim = config.backbone.dim
     target = config.method.target
-    if spec.kind != TRAIN:
+    if spec.kind != TRAIN and not (stage == "search" and spec.kind == TWO_STAGE):
         return (
             spec.empty_table(n_users, dim, target, settings),
             spec.empty_table(n_items, dim, target, settings),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import numbers
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +15,9 @@ import torch
 from lers_ray.config import ConfigError, TrialConfig
 from lers_ray.data.dataset import InteractionData
 from lers_ray.embeddings.accounting import artifact_bytes, count_parameters
+from lers_ray.embeddings.base import EmbeddingTable, SearchableTable, StructureInfeasible
 from lers_ray.embeddings.registry import get_method
+from lers_ray.embeddings.spec import POST_HOC, TWO_STAGE
 from lers_ray.models import CFModel, build_model
 from lers_ray.training.checkpoint import (
     build_tables,
@@ -23,9 +27,17 @@ from lers_ray.training.checkpoint import (
 )
 from lers_ray.training.memory import peak_rss_mb, reset_peak_rss
 from lers_ray.training.outcome import COMPLETED, FAILED, TrialOutcome
+from lers_ray.training.stages import TABLE_NAMES, SearchContext, SearchResult
 from lers_ray.training.trainer import Evaluators, evaluate_split, train
 
 logger = logging.getLogger(__name__)
+
+SPARSITY_TOLERANCE = 0.01
+"""A trial meets its target when ``0 <= sparsity - target <= SPARSITY_TOLERANCE``."""
+INITIAL_WEIGHTS_FILE = "initial_weights.pt"
+"""Two-stage methods: the search tables' weights before any training, by table name."""
+MASKS_FILE = "masks.pt"
+"""Two-stage methods: the masks the search stage chose, by table name."""
 
 
 def run_trial(
@@ -36,16 +48,27 @@ def run_trial(
 ) -> TrialOutcome:
     """Run one trial and write ``out_dir/outcome.json`` and ``out_dir/best_model.pt``.
 
-    Methods that train (``full``) train the backbone. Post-hoc methods (``magprune``) load the
-    full model at ``config.base_checkpoint`` (training ``config.base`` into ``out_dir/base``
-    first when that file does not exist), derive their tables from it, and evaluate without
-    training, reporting one epoch numbered 0 with ``train_loss`` 0.0.
+    Methods that train (``full``, ``qr``, ``ttrec``, ``dhe``) train the backbone. Post-hoc
+    methods (``magprune``, ``random_prune``, ``ptq``) load the full model at
+    ``config.base_checkpoint`` (training ``config.base`` into ``out_dir/base`` first when that
+    file does not exist), derive their tables from it, and evaluate without training,
+    reporting one epoch numbered 0 with ``train_loss`` 0.0; ``magprune+ft`` then fine-tunes
+    with the mask fixed, keeping epoch 0 if no epoch beats it. Two-stage methods (``pep``,
+    ``cerp``, ``optembed``) run their search stage, save its files in ``out_dir/stages``, and
+    retrain from the saved initial weights with the chosen masks fixed.
+
+    A method whose structure cannot reach the target ends ``failed`` with the reason.
 
     ``on_epoch`` receives after every evaluated epoch::
 
         {"epoch", "train_loss", "epoch_seconds", "val_recall_K", "val_ndcg_K" (every K),
          "best": {"epoch", "val_recall_K", "val_ndcg_K", "test_recall_K", "test_ndcg_K",
-                  "params_full", "params_stored", "sparsity", "sparsity_target"}}
+                  "params_full", "params_stored", "sparsity", "sparsity_target",
+                  "sparsity_gap", "meets_target", "artifact_bytes",
+                  "structure.user.*", "structure.item.*"}}
+
+    ``structure.*`` holds what the method derived from the target (buckets, ranks, widths).
+    Two-stage methods add the search stage's figures (``search_epochs``, ...) to ``best``.
 
     ``epoch_seconds`` is the training time of that epoch, without evaluation.
 
@@ -65,10 +88,17 @@ def run_trial(
     spec = get_method(config.method.name)
     spec.parse_settings(config.method.settings)
 
-    if spec.post_hoc:
-        outcome = _run_post_hoc(config, out_dir, data, on_epoch)
-    else:
-        outcome = _run_training(config, out_dir, data, on_epoch)
+    try:
+        if spec.kind == POST_HOC:
+            outcome = _run_post_hoc(config, out_dir, data, on_epoch)
+        elif spec.kind == TWO_STAGE:
+            outcome = _run_two_stage(config, out_dir, data, on_epoch)
+        else:
+            outcome = _run_training(config, out_dir, data, on_epoch)
+    except StructureInfeasible as error:
+        reason = f"infeasible structure: {error}"
+        logger.warning("trial in %s cannot run: %s", out_dir, reason)
+        outcome = TrialOutcome(FAILED, reason, -1, 0, {}, None, [])
     outcome.metrics["peak_rss_mb"] = peak_rss_mb()
     outcome.write_json(out_dir / "outcome.json")
     logger.info(
@@ -92,8 +122,23 @@ def _run_training(
     model = build_model(
         config.backbone, user_table, item_table, data.train, config.training.weight_decay
     )
-    param_info = _param_info(model, config.method.target)
-    result = train(model, data, config, out_dir, param_info, on_epoch=on_epoch)
+    return _train_and_summarise(model, config, out_dir, data, on_epoch)
+
+
+def _train_and_summarise(
+    model: CFModel,
+    config: TrialConfig,
+    out_dir: Path,
+    data: InteractionData,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    extra: dict[str, Any] | None = None,
+    evaluate_start: bool = False,
+) -> TrialOutcome:
+    """Train ``model`` and return the outcome; ``extra`` figures join every ``best`` block."""
+    param_info = {**_param_info(model, config.method.target), **(extra or {})}
+    result = train(
+        model, data, config, out_dir, param_info, on_epoch=on_epoch, evaluate_start=evaluate_start
+    )
     metrics = {key: value for key, value in result.best.items() if key != "epoch"}
     if not metrics:
         metrics = dict(param_info)
@@ -107,6 +152,78 @@ def _run_training(
         checkpoint_path=result.checkpoint_path,
         history=result.history,
     )
+
+
+def _run_two_stage(
+    config: TrialConfig,
+    out_dir: Path,
+    data: InteractionData,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> TrialOutcome:
+    """Search stage, then retraining from the saved initial weights with the masks fixed."""
+    spec = get_method(config.method.name)
+    settings = spec.parse_settings(config.method.settings)
+    assert spec.search is not None
+    stage_dir = out_dir / "stages"
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+
+    torch.manual_seed(config.training.seed)
+    user_table, item_table = build_tables(config, data.n_users, data.n_items, stage="search")
+    model = build_model(
+        config.backbone, user_table, item_table, data.train, config.training.weight_decay
+    )
+    adjacency = getattr(model, "adjacency", None)
+    initial_path = stage_dir / INITIAL_WEIGHTS_FILE
+    torch.save(
+        {name: table.state_dict() for name, table in zip(TABLE_NAMES, model.tables(), strict=True)},
+        initial_path,
+    )
+    evaluators = Evaluators.for_data(data, config.ks, config.training.eval_batch_size)
+    context = SearchContext(model, data, config, settings, evaluators, stage_dir)
+    result: SearchResult = spec.search(context)
+    search_info: dict[str, float] = {
+        key: float(value) for key, value in result.info.items() if isinstance(value, numbers.Real)
+    }
+    search_info["search_seconds"] = time.perf_counter() - started
+    if result.failure is not None:
+        return TrialOutcome(FAILED, result.failure, -1, 0, search_info, None, [])
+    masks_path = stage_dir / MASKS_FILE
+    torch.save(result.masks, masks_path)
+    del model, context
+
+    retrain_tables = retrain_tables_from_stage(config, data, stage_dir)
+    retrain_model = build_model(
+        config.backbone, *retrain_tables, data.train, config.training.weight_decay, adjacency
+    )
+    return _train_and_summarise(retrain_model, config, out_dir, data, on_epoch, search_info)
+
+
+def retrain_tables_from_stage(
+    config: TrialConfig, data: InteractionData, stage_dir: Path
+) -> tuple[EmbeddingTable, EmbeddingTable]:
+    """Rebuild the search tables from the saved initial weights and fix the saved masks.
+
+    Raises:
+        ConfigError: if the stage files are missing.
+    """
+    initial_path = stage_dir / INITIAL_WEIGHTS_FILE
+    masks_path = stage_dir / MASKS_FILE
+    for path in (initial_path, masks_path):
+        if not path.is_file():
+            raise ConfigError(f"{path}: stage file missing; rerun the trial's search stage")
+    initial = torch.load(initial_path, map_location="cpu", weights_only=True)
+    masks = torch.load(masks_path, map_location="cpu", weights_only=True)
+    tables = build_tables(config, data.n_users, data.n_items, stage="search")
+    fixed: list[EmbeddingTable] = []
+    for name, table in zip(TABLE_NAMES, tables, strict=True):
+        table.load_state_dict(initial[name])
+        if not isinstance(table, SearchableTable):
+            raise TypeError(
+                f"method {config.method.name!r}: {type(table).__name__} cannot fix masks"
+            )
+        fixed.append(table.fixed(masks[name]))
+    return fixed[0], fixed[1]
 
 
 def _run_post_hoc(
@@ -141,6 +258,12 @@ def _run_post_hoc(
         config.training.weight_decay,
         adjacency,
     )
+    if spec.finetune:
+        finetune = copy.deepcopy(config)
+        finetune.training.epochs = settings.finetune_epochs
+        finetune.training.lr = settings.finetune_lr
+        finetune.training.patience = 0
+        return _train_and_summarise(model, finetune, out_dir, data, on_epoch, evaluate_start=True)
     param_info = _param_info(model, target)
     epoch_seconds = time.perf_counter() - started
 
@@ -221,11 +344,32 @@ def _check_base_matches(config: TrialConfig, path: Path, data: InteractionData) 
 
 
 def _param_info(model: CFModel, target: float) -> dict[str, Any]:
-    counts = count_parameters([model.user_table, model.item_table])
-    return {
+    """Return the parameter figures of the model's tables and the structure they use.
+
+    ``sparsity_gap`` is ``sparsity - target``; ``meets_target`` is 1 when the gap is within
+    the protocol's tolerance ``[0, 0.01]`` and 0 when the structure could not get that close.
+    """
+    tables = model.tables()
+    counts = count_parameters(tables)
+    gap = counts.sparsity - float(target)
+    info: dict[str, Any] = {
         "params_full": counts.params_full,
         "params_stored": counts.params_stored,
         "sparsity": counts.sparsity,
         "sparsity_target": float(target),
-        "artifact_bytes": artifact_bytes([model.user_table, model.item_table]),
+        "sparsity_gap": gap,
+        "meets_target": int(-1e-12 <= gap <= SPARSITY_TOLERANCE + 1e-12),
+        "artifact_bytes": artifact_bytes(tables),
     }
+    for name, table in zip(("user", "item"), tables, strict=True):
+        for key, value in table.structure().items():
+            info[f"structure.{name}.{key}"] = value
+    if not info["meets_target"] and target > 0:
+        logger.warning(
+            "achieved sparsity %.5f is %.5f from target %.2f: the method's structure cannot "
+            "get closer",
+            counts.sparsity,
+            gap,
+            target,
+        )
+    return info

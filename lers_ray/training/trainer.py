@@ -111,13 +111,15 @@ def train(
     param_info: dict[str, Any],
     evaluators: Evaluators | None = None,
     on_epoch: EpochCallback | None = None,
+    evaluate_start: bool = False,
 ) -> TrainResult:
     """Train ``model`` with BPR and Adam and keep the best validation NDCG@20 model.
 
     Validation runs every ``eval_every`` epochs and after the last one. When validation
     NDCG@20 improves, test is evaluated and the model is saved to ``out_dir/best_model.pt``,
     so a trial stopped after any epoch still has its best validation and test metrics.
-    With ``epochs = 0`` the untrained model is evaluated as epoch 0.
+    With ``epochs = 0``, or with ``evaluate_start``, the model as given is evaluated as epoch 0
+    before any update (fine-tuning keeps it when no later epoch beats it).
 
     Args:
         param_info: ``params_full``, ``params_stored``, ``sparsity`` and ``sparsity_target``,
@@ -152,7 +154,8 @@ def train(
     failure: str | None = None
     evaluations_since_best = 0
 
-    for epoch in range(0 if tcfg.epochs == 0 else 1, tcfg.epochs + 1):
+    first_epoch = 0 if tcfg.epochs == 0 or evaluate_start else 1
+    for epoch in range(first_epoch, tcfg.epochs + 1):
         epoch_started = time.perf_counter()
         train_loss = 0.0
         if epoch > 0:

@@ -43,6 +43,8 @@ def best_keys(ks: list[int]) -> set[str]:
         "params_stored",
         "sparsity",
         "sparsity_target",
+        "sparsity_gap",
+        "meets_target",
         "artifact_bytes",
     }
     for k in ks:
