@@ -160,11 +160,9 @@ class TrialConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrialConfig:
         """Build and validate a config from a mapping; ``source`` names it in errors.
 
-        ``dataset: NAME`` is accepted for ``dataset: {name: NAME}``.
+        ``dataset: NAME`` is accepted for ``dataset: {name: NAME}``, in ``base`` too.
         """
-        if isinstance(data.get("dataset"), str):
-            data = {**data, "dataset": {"name": data["dataset"]}}
-        config = from_mapping(cls, data, source)
+        config = from_mapping(cls, _expand_dataset_shorthand(data), source)
         config.validate()
         return config
 
@@ -204,6 +202,15 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
 def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
     """Write a mapping as block-style YAML, keeping key order."""
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def _expand_dataset_shorthand(data: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``dataset: NAME`` into ``dataset: {name: NAME}``, recursing into ``base``."""
+    if isinstance(data.get("dataset"), str):
+        data = {**data, "dataset": {"name": data["dataset"]}}
+    if isinstance(data.get("base"), dict):
+        data = {**data, "base": _expand_dataset_shorthand(data["base"])}
+    return data
 
 
 def from_mapping(cls: type[T], data: Any, path: str) -> T:
