@@ -592,9 +592,34 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+DHE_HASH_CAP = 1024
+"""The reference's hash count; the searched count never exceeds it."""
+DHE_BOUND_DEPTH = 3
+DHE_BOUND_WIDTH = 16
+
+
 def study_context(spec: SweepSpec, study: StudySpec) -> dict[str, float]:
-    """Return the values that named search-space bounds resolve to in this study."""
-    return {"max_row_floor": math.floor(spec.dim * (1.0 - study.target) + 1e-9)}
+    """Return the values that named search-space bounds resolve to in this study.
+
+    See :data:`lers_ray.sweep.space.CONTEXT_BOUNDS`. Bounds that depend on table sizes use
+    ``study.table_rows`` once the dataset is loaded, and their cap before that.
+    """
+    from lers_ray.embeddings.base import StructureInfeasible
+    from lers_ray.embeddings.dhe import MIN_HASH_COUNT, max_hash_count
+
+    hashes = DHE_HASH_CAP
+    for rows in study.table_rows or ():
+        try:
+            fits = max_hash_count(
+                rows, spec.dim, study.target, depth=DHE_BOUND_DEPTH, min_width=DHE_BOUND_WIDTH
+            )
+        except StructureInfeasible:
+            fits = MIN_HASH_COUNT
+        hashes = min(hashes, fits)
+    return {
+        "max_row_floor": math.floor(spec.dim * (1.0 - study.target) + 1e-9),
+        "max_dhe_hashes": hashes,
+    }
 
 
 def trial_config_for(

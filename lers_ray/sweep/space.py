@@ -33,6 +33,8 @@ TYPES = ("float", "log_float", "int", "categorical", "fixed")
 CONTEXT_BOUNDS = {
     "max_row_floor": "floor(dim * (1 - target)): the largest per-row floor k that still lets a "
     "pruned table reach the target sparsity",
+    "max_dhe_hashes": "the largest DHE hash count (at most 1024) for which a 3-layer MLP of "
+    "width 16 still fits the target's budget in both tables of the study",
 }
 """Names a bound may use in place of a number, with their meaning."""
 
