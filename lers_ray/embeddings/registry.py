@@ -8,7 +8,18 @@ validates ``MethodConfig.settings``.
 from __future__ import annotations
 
 from lers_ray.config import ConfigError
-from lers_ray.embeddings import full, magprune
+from lers_ray.embeddings import (
+    cerp,
+    dhe,
+    full,
+    magprune,
+    optembed,
+    pep,
+    ptq,
+    qr,
+    random_prune,
+    ttrec,
+)
 from lers_ray.embeddings.spec import MethodSpec
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -45,5 +56,17 @@ def get_method(name: str) -> MethodSpec:
         ) from None
 
 
-for _spec in (full.METHOD, magprune.METHOD, magprune.METHOD_FT):
+for _spec in (
+    full.METHOD,
+    magprune.METHOD,
+    magprune.METHOD_FT,
+    random_prune.METHOD,
+    ptq.METHOD,
+    pep.METHOD,
+    cerp.METHOD,
+    optembed.METHOD,
+    dhe.METHOD,
+    qr.METHOD,
+    ttrec.METHOD,
+):
     register_method(_spec)

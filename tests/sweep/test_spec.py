@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from lers_ray.config import ConfigError
+from lers_ray.sweep.runner import split_infeasible
 from lers_ray.sweep.spec import build_studies, load_sweep_spec, parse_sweep_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +61,11 @@ def test_override_removes_searched_parameter():
         ({"datasets": ["ml-100k", "ml-100k"]}, "duplicate dataset"),
         ({"datasets": ["ml100k"]}, "unknown dataset 'ml100k'"),
         ({"targets": [0.8, 0.8]}, "duplicate target"),
+        ({"method_overrides": {"pep": {"x": 1}}}, "method_overrides: 'pep' is not in methods"),
+        (
+            {"methods": ["full", "pep"], "method_overrides": {"pep": 3}},
+            "method_overrides.pep: expected a mapping",
+        ),
     ],
 )
 def test_spec_errors_name_key(data, fragment):
@@ -67,6 +73,46 @@ def test_spec_errors_name_key(data, fragment):
         parse_sweep_spec(data, source="spec.yaml")
     assert fragment in str(error.value)
     assert "spec.yaml" in str(error.value)
+
+
+def test_method_override_applies_to_its_method_only():
+    spec = parse_sweep_spec(
+        {
+            "methods": ["full", "magprune+ft"],
+            "targets": [0.8],
+            "overrides": {"training.batch_size": 512},
+            "method_overrides": {"magprune+ft": {"method.settings.finetune_lr": 0.002}},
+            "search_space_dir": str(REPO / "search_spaces"),
+        }
+    )
+    studies = {study.method: study for study in build_studies(spec)}
+    assert "method.settings.finetune_lr" not in [
+        p.path for p in studies["magprune+ft"].space.params
+    ]
+    assert spec.overrides_for("magprune+ft") == {
+        "training.batch_size": 512,
+        "method.settings.finetune_lr": 0.002,
+    }
+    assert spec.overrides_for("full") == {"training.batch_size": 512}
+
+
+def test_infeasible_studies_are_split_off():
+    spec = parse_sweep_spec(
+        {
+            "methods": ["full", "ptq", "qr"],
+            "targets": [0.5, 0.95],
+            "search_space_dir": str(REPO / "search_spaces"),
+        }
+    )
+    studies = build_studies(spec)
+    for study in studies:
+        study.table_rows = (29858, 40981)
+    runnable, skipped = split_infeasible(studies, spec.dim)
+    expected = [s.study_id for s in studies if s.method == "ptq" and s.target == 0.95]
+    assert list(skipped) == expected
+    (reason,) = skipped.values()
+    assert "0.84375" in reason
+    assert len(runnable) == len(studies) - 1
 
 
 def test_post_hoc_method_needs_full():

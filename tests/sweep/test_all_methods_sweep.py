@@ -1,0 +1,73 @@
+"""The CI-sized sweep of every method on MovieLens-100K, on a real local Ray cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lers_ray.embeddings.registry import available_methods, get_method
+from lers_ray.embeddings.spec import TWO_STAGE
+from lers_ray.sweep.results import read_results
+from lers_ray.sweep.runner import SKIPPED_FILE, run_sweep
+from lers_ray.sweep.spec import load_sweep_spec
+
+pytestmark = pytest.mark.slow
+
+SPEC = Path(__file__).resolve().parents[2] / "search_spaces" / "sweeps" / "ml100k_all_ci.yaml"
+EXACT = {"magprune", "magprune+ft", "random_prune", "pep", "cerp", "optembed"}
+"""Methods whose kept count is set entry by entry, so they always land within the tolerance."""
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, ray_session):
+    spec = load_sweep_spec(SPEC)
+    spec.output_dir = str(tmp_path_factory.mktemp("all") / "sweep")
+    return run_sweep(spec)
+
+
+def test_spec_lists_every_registered_method():
+    assert set(load_sweep_spec(SPEC).methods) == set(available_methods())
+
+
+def test_every_study_finishes_except_the_infeasible_one(sweep):
+    assert sweep.complete
+    assert list(sweep.skipped) == ["ml-100k.lightgcn.ptq.sp95"]
+    assert "0.84375" in sweep.skipped["ml-100k.lightgcn.ptq.sp95"]
+    skipped_file = json.loads((sweep.sweep_dir / SKIPPED_FILE).read_text())
+    assert skipped_file == sweep.skipped
+    studies = {row["study"]: row for row in sweep.studies}
+    assert len(studies) == 1 + 10 * 3 - 1
+    for study_id, row in studies.items():
+        assert row["finished"] == row["planned"], study_id
+        assert row["failed"] == 0, study_id
+        assert row["test_ndcg_20"] > 0.02, study_id
+
+
+def test_sparsity_meets_target_or_logs_the_gap(sweep):
+    results = read_results(sweep.sweep_dir)
+    compressed = results[results["method"] != "full"]
+    assert (compressed["sparsity"] >= compressed["sparsity_target"]).all()
+    gaps = compressed["sparsity"] - compressed["sparsity_target"]
+    assert (gaps - compressed["sparsity_gap"]).abs().max() < 1e-9
+    assert ((gaps <= 0.01) == (compressed["meets_target"] == 1)).all()
+    exact = compressed[compressed["method"].isin(EXACT)]
+    assert (exact["meets_target"] == 1).all()
+    # Structure-derived methods record the structure they used.
+    qr = compressed[compressed["method"] == "qr"]
+    assert all("structure.user.radices" in json.loads(value) for value in qr["structure"])
+
+
+def test_two_stage_trials_log_their_stage_files(sweep):
+    results = read_results(sweep.sweep_dir)
+    client = MlflowClient(sweep.tracking_uri)
+    for method in (m for m in available_methods() if get_method(m).kind == TWO_STAGE):
+        row = results[results["method"] == method].iloc[0]
+        tags = client.get_run(row["mlflow_run_id"]).data.tags
+        for stage_file in ("initial_weights", "masks"):
+            path = Path(tags[f"artifact.stage.{stage_file}.path"])
+            assert path.is_file() and path.parent.name == "stages", method
+            assert len(tags[f"artifact.stage.{stage_file}.sha256"]) == 64
+        assert row["search_epochs"] >= 1
