@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any, SupportsFloat, TypeGuard
@@ -21,6 +22,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 logger = logging.getLogger(__name__)
+
+_UNSAFE_KEY_CHARS = re.compile(r"[^A-Za-z0-9_\-./: ]")
 
 RUN_KEY_TAG = "lers.run_key"
 SWEEP_ID_TAG = "lers.sweep_id"
@@ -99,7 +102,7 @@ class MlflowSweepTracker:
         }
         if parent_id is not None:
             all_tags[MLFLOW_PARENT_RUN_ID] = parent_id
-        all_tags.update({key: str(value) for key, value in tags.items()})
+        all_tags.update({mlflow_key(key): str(value) for key, value in tags.items()})
         run = self.client.create_run(self.experiment_id, tags=all_tags, run_name=name)
         self.log_params(run.info.run_id, params)
         return run.info.run_id
@@ -140,7 +143,7 @@ class MlflowSweepTracker:
             if len(text) > MAX_PARAM_LENGTH:
                 cut.append(key)
                 text = text[:MAX_PARAM_LENGTH]
-            items.append(Param(key, text))
+            items.append(Param(mlflow_key(key), text))
         for start in range(0, len(items), BATCH_SIZE):
             self.client.log_batch(run_id, params=items[start : start + BATCH_SIZE])
         if cut:
@@ -150,7 +153,7 @@ class MlflowSweepTracker:
         """Log numeric metrics at ``step``; non-numeric values are skipped, NaN is kept."""
         now = int(time.time() * 1000)
         items = [
-            Metric(key, float(value), now, step)
+            Metric(mlflow_key(key), float(value), now, step)
             for key, value in metrics.items()
             if is_number(value)
         ]
@@ -159,7 +162,7 @@ class MlflowSweepTracker:
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         """Set string tags on a run."""
-        items = [RunTag(key, str(value)) for key, value in tags.items()]
+        items = [RunTag(mlflow_key(key), str(value)) for key, value in tags.items()]
         for start in range(0, len(items), BATCH_SIZE):
             self.client.log_batch(run_id, tags=items[start : start + BATCH_SIZE])
 
@@ -197,6 +200,15 @@ class MlflowSweepTracker:
                 self.client.set_terminated(run.info.run_id, status="KILLED")
                 marked.append(key)
         return marked
+
+
+def mlflow_key(key: str) -> str:
+    """Return ``key`` with characters MLflow refuses in names replaced by ``_``.
+
+    MLflow allows letters, digits, ``_ - . / :`` and spaces; a method name such as
+    ``magprune+ft`` inside a flattened key becomes ``magprune_ft``.
+    """
+    return _UNSAFE_KEY_CHARS.sub("_", key)
 
 
 def is_number(value: Any) -> TypeGuard[SupportsFloat]:

@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from lers_ray.sweep.runner import run_sweep
 from lers_ray.sweep.spec import parse_sweep_spec
+from lers_ray.tracking.mlflow_tracker import mlflow_key
 
 pytestmark = pytest.mark.slow
 
@@ -156,3 +157,10 @@ def test_nested_runs_on_mlflow_server(tmp_path, mlflow_server, ray_session, smal
             assert tags["artifact.base_model.path"].endswith("best_model.pt")
             assert len(tags["artifact.base_model.sha256"]) == 64
             assert 0.8 <= metrics["sparsity"] <= 0.81
+
+
+def test_mlflow_key_replaces_refused_characters():
+    assert mlflow_key("method_overrides.magprune+ft.method.settings.lr") == (
+        "method_overrides.magprune_ft.method.settings.lr"
+    )
+    assert mlflow_key("structure.user.radices") == "structure.user.radices"
