@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lers_ray.cli.data_commands import add_data_parser
     from lers_ray.cli.sweep_commands import (
         add_export_parser,
+        add_report_parser,
         add_reproduce_parser,
         add_sweep_parser,
         add_train_parser,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_parser(subparsers)
     add_train_parser(subparsers)
     add_export_parser(subparsers)
+    add_report_parser(subparsers)
     add_reproduce_parser(subparsers)
     add_data_parser(subparsers)
     return parser

@@ -62,6 +62,22 @@ def add_export_parser(subparsers: Any) -> None:
     parser.set_defaults(func=run_export_command)
 
 
+def add_report_parser(subparsers: Any) -> None:
+    """Add ``report``."""
+    parser = subparsers.add_parser(
+        "report",
+        help="print a methods-by-targets table of a sweep's best trials",
+        description=(
+            "Print a Markdown table with one row per method and one column per target "
+            "sparsity. Each cell is the study's best trial (by validation NDCG@20): test "
+            "NDCG@20 / Recall@20 (achieved sparsity)."
+        ),
+    )
+    parser.add_argument("sweep_dir", help="the sweep folder")
+    parser.add_argument("--dataset", default=None, help="dataset label, when the sweep has several")
+    parser.set_defaults(func=run_report_command)
+
+
 def add_reproduce_parser(subparsers: Any) -> None:
     """Add ``reproduce``."""
     parser = subparsers.add_parser(
@@ -219,6 +235,17 @@ def run_export_command(args: argparse.Namespace) -> int:
         return _fail(error)
     for path in written:
         print(path)
+    return 0
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    """Print the methods-by-targets table of a sweep."""
+    from lers_ray.sweep.report import sweep_table
+
+    try:
+        print(sweep_table(args.sweep_dir, args.dataset))
+    except (FileNotFoundError, ValueError) as error:
+        return _fail(error)
     return 0
 
 

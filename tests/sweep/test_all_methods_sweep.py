@@ -71,3 +71,15 @@ def test_two_stage_trials_log_their_stage_files(sweep):
             assert path.is_file() and path.parent.name == "stages", method
             assert len(tags[f"artifact.stage.{stage_file}.sha256"]) == 64
         assert row["search_epochs"] >= 1
+
+
+def test_report_command_prints_methods_by_targets(sweep, capsys):
+    from lers_ray.cli.main import main
+
+    assert main(["report", str(sweep.sweep_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| method | 50% | 80% | 95% |"
+    methods = [line.split("|")[1].strip() for line in lines[2:]]
+    assert methods[0] == "full" and set(methods) == set(available_methods())
+    ptq = next(line for line in lines if line.startswith("| ptq |"))
+    assert ptq.endswith("n/a (structure cannot reach the target) |")
