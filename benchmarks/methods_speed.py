@@ -1,8 +1,8 @@
 """Time one training epoch of every embedding method on Gowalla with LightGCN.
 
-For each method at one target sparsity, builds the tables the method trains (the search tables
-for two-stage methods, the fixed-mask tables for their retraining stage, the pruned table for
-``magprune+ft``), warms up, times ``--batches`` BPR batches and extrapolates to an epoch.
+For each method at one target sparsity, the script builds the tables a trial trains. These are
+the search tables and then the fixed-mask tables for two-stage methods, and the pruned tables
+for ``magprune+ft``. It warms up, times ``--batches`` BPR batches and extrapolates to an epoch.
 Post-hoc methods without training (magprune, random_prune, ptq) are timed for deriving their
 tables from a full table instead. Prints a Markdown table and optionally writes JSON.
 
@@ -89,7 +89,8 @@ def retrain_tables(users: Any, items: Any, target: float) -> tuple[Any, Any]:
         if hasattr(table, "keep_masks"):
             fixed.append(table.fixed(table.keep_masks(target)))
         else:
-            # OptEmbed: keep the rows' leading dims evenly; the cost does not depend on which.
+            # OptEmbed keeps each row's leading dims. The training cost does not depend on
+            # which dims are kept, so every row keeps the same number here.
             keep = torch.zeros(table.num_embeddings, table.dim, dtype=torch.bool)
             keep[:, : max(1, round(table.dim * (1 - target)))] = True
             fixed.append(table.fixed({"weight": keep}))
@@ -122,6 +123,7 @@ def main() -> None:
     adjacency = normalized_adjacency(data.train, data.n_users, data.n_items)
     n_batches = -(-len(data.train) // args.batch_size)
     rows: list[dict[str, Any]] = []
+
     for method in args.methods or available_methods():
         config = config_for(method, args)
         spec = get_method(method)
@@ -146,6 +148,7 @@ def main() -> None:
                 row["seconds_per_epoch"] = round(per_batch * n_batches, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
+
     report = {
         "dataset": args.dataset,
         "target": args.target,
