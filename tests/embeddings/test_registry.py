@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import optuna
 import pytest
 import torch
 
@@ -11,6 +14,7 @@ from lers_ray.embeddings.registry import (
     available_methods,
     get_method,
 )
+from lers_ray.sweep.space import load_search_space, set_by_path
 
 
 def test_registry_lists_full_and_magprune() -> None:
@@ -61,3 +65,27 @@ def test_builders_make_tables() -> None:
     assert int(pruned.mask.sum(dim=1).min()) >= 2
     empty = prune_spec.create(30, 8, 0.5, MagPruneSettings(), 0.1)
     assert torch.count_nonzero(empty.weight_matrix()) == 0
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_default_settings_round_trip(method: str) -> None:
+    spec = get_method(method)
+    settings = spec.parse_settings({})
+    assert spec.parse_settings(settings.to_dict()) == settings
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_search_space_samples_valid_settings(method: str) -> None:
+    space = load_search_space(REPO / "search_spaces" / "methods" / f"{method}.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    spec = get_method(method)
+    for _ in range(5):
+        params = space.sample(study.ask(), {"max_row_floor": 12, "max_dhe_hashes": 100})
+        config: dict = {"method": {"name": method, "target": 0.8, "settings": {}}}
+        for path, value in params.items():
+            set_by_path(config, path, value)
+        settings = spec.parse_settings(config["method"]["settings"])
+        assert spec.parse_settings(settings.to_dict()) == settings

@@ -83,3 +83,14 @@ def test_report_command_prints_methods_by_targets(sweep, capsys):
     assert methods[0] == "full" and set(methods) == set(available_methods())
     ptq = next(line for line in lines if line.startswith("| ptq |"))
     assert ptq.endswith("n/a (structure cannot reach the target) |")
+
+
+@pytest.mark.parametrize("study", ["pep.sp80", "optembed.sp50", "qr.sp95", "ptq.sp80"])
+def test_exported_config_reproduces(sweep, tmp_path, study):
+    from lers_ray.sweep.export import export_best_configs, reproduce
+
+    files = {f.name: f for f in export_best_configs(sweep.sweep_dir, tmp_path / "export")}
+    assert "ml-100k.lightgcn.ptq.sp95.yaml" not in files
+    path = files[f"ml-100k.lightgcn.{study}.yaml"]
+    result = reproduce(path, tmp_path / "repro", tolerance=1e-6)
+    assert result.passed, result.rows
