@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lers_ray.config import ConfigError, TrialConfig
-from lers_ray.sweep.results import ResultsTable
+from lers_ray.sweep.results import ResultsTable, search_shortfall
 from lers_ray.sweep.space import set_by_path
 from lers_ray.sweep.spec import StudySpec, SweepSpec, base_trial_config, dataset_label
 from lers_ray.tracking.mlflow_tracker import MlflowSweepTracker, finite_metrics, is_number
@@ -103,11 +103,17 @@ class StudyState:
         return self.blocked_reason is not None or (self.remaining() <= 0 and self.in_flight == 0)
 
     def best_trial(self) -> optuna.trial.FrozenTrial | None:
-        """Return the complete trial with the highest objective, or ``None``."""
+        """Return the complete trial with the highest objective, or ``None``.
+
+        Trials whose search stage reached the target are preferred, as in
+        :func:`lers_ray.sweep.results.best_row`.
+        """
         complete = [
             t for t in self.study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE
         ]
-        return max(complete, key=lambda t: float(t.value or 0.0)) if complete else None
+        reached = [t for t in complete if trial_shortfall(t, self.spec.target) <= 0]
+        pool = reached or complete
+        return max(pool, key=lambda t: float(t.value or 0.0)) if pool else None
 
 
 class SweepCoordinator:
@@ -365,6 +371,12 @@ class SweepCoordinator:
         for key, metric in finite_metrics(outcome["metrics"]).items():
             trial.set_user_attr(f"metric.{key}", metric)
         if status == "completed":
+            # A search stage that ended below the target is a violated constraint, so TPE
+            # learns which thresholds and decays let PEP and CERP reach it.
+            shortfall = search_shortfall(
+                outcome["metrics"].get("search_sparsity"), state.spec.target
+            )
+            trial.set_constraint(SEARCH_CONSTRAINT, shortfall)
             state.study.tell(trial, value)
         else:
             trial.set_user_attr("failure_reason", outcome["failure_reason"])
@@ -676,6 +688,15 @@ def stable_seed(seed: int, name: str) -> int:
     """Derive a per-study seed from the sweep seed and the study id (stable across runs)."""
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+SEARCH_CONSTRAINT = "search_shortfall"
+"""Optuna constraint of every completed trial: how far its search stage ended below target."""
+
+
+def trial_shortfall(trial: optuna.trial.FrozenTrial, target: float) -> float:
+    """Return how far the trial's search stage ended below ``target`` (0 if it reached it)."""
+    return search_shortfall(trial.user_attrs.get("metric.search_sparsity"), target)
 
 
 def study_tags(study: StudySpec) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lers_ray.config import ConfigError, TrialConfig, dump_yaml, load_yaml_mapping
-from lers_ray.sweep.results import read_results
+from lers_ray.sweep.results import best_row, read_results
 from lers_ray.tracking.mlflow_tracker import is_number
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def export_best_configs(sweep_dir: str | Path, out_dir: str | Path) -> list[Path
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for study_id, group in completed.groupby("study_id", sort=True):
-        best = group.sort_values(["val_ndcg_20", "trial_number"], ascending=[False, True]).iloc[0]
+        best = best_row(group)
         config = json.loads(best["config"])
         config["base_checkpoint"] = None
         stopped_at = None

@@ -1,7 +1,9 @@
 """Comparison tables of a finished sweep: methods as rows, target sparsities as columns.
 
-Each cell is the best trial of its study (highest validation NDCG@20 among completed trials):
-its test NDCG@20 and Recall@20 and the sparsity it achieved. A study skipped because its method
+Each cell is the best trial of its study (highest validation NDCG@20 among completed trials,
+preferring trials whose search stage reached the target): its test NDCG@20 and Recall@20 and
+the sparsity it achieved. A cell whose trial's search stage ended below the target is marked
+``(search short)``. A study skipped because its method
 cannot reach the target shows ``n/a``.
 """
 
@@ -13,18 +15,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from lers_ray.sweep.results import read_results
+from lers_ray.sweep.results import best_row, read_results, search_shortfall
 
 SELECT_BY = "val_ndcg_20"
 
 
 def best_trials(results: pd.DataFrame) -> pd.DataFrame:
-    """Return the best completed trial of every study (one row per ``study_id``)."""
+    """Return the best completed trial of every study (one row per ``study_id``).
+
+    The choice is :func:`lers_ray.sweep.results.best_row`: trials whose search stage reached
+    the target first, then the highest validation NDCG@20.
+    """
     done = results[(results["status"] == "completed") & results[SELECT_BY].notna()]
     if done.empty:
         return done
-    index = done.groupby("study_id")[SELECT_BY].idxmax()
-    return done.loc[index].sort_values(["dataset", "method", "sparsity_target"])
+    rows = [best_row(group) for _, group in done.groupby("study_id", sort=True)]
+    return pd.DataFrame(rows).sort_values(["dataset", "method", "sparsity_target"])
 
 
 def method_target_table(
@@ -73,9 +79,10 @@ def method_target_table(
                 cells.append("–")
             else:
                 first = row.iloc[0]
+                short = search_shortfall(first.get("search_sparsity"), first["sparsity_target"])
                 cells.append(
                     f"{first['test_ndcg_20']:.4f} / {first['test_recall_20']:.4f} "
-                    f"({first['sparsity']:.4f})"
+                    f"({first['sparsity']:.4f})" + (" (search short)" if short > 0 else "")
                 )
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -6,6 +6,7 @@ atomic rename, so a sweep killed at any moment leaves the last complete table be
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -55,3 +56,39 @@ def read_results(sweep_dir: str | Path) -> pd.DataFrame:
             "(is it the folder given as output_dir?)"
         )
     return pd.read_parquet(path)
+
+
+def search_shortfall(search_sparsity: Any, target: float) -> float:
+    """Return how far a two-stage trial's search stage ended below the target sparsity.
+
+    PEP and CERP search until their pruned share reaches the target, up to a number of
+    epochs; when the budget runs out first, the trial still fixes exactly the target's count
+    of entries, but the search did not do its job. The shortfall is ``target -
+    search_sparsity`` then, and 0 when the search reached the target or the method has no
+    search stage (``search_sparsity`` missing).
+    """
+    if search_sparsity is None:
+        return 0.0
+    try:
+        value = float(search_sparsity)
+    except (TypeError, ValueError):
+        return 0.0
+    if math.isnan(value):
+        return 0.0
+    return max(0.0, float(target) - value)
+
+
+def best_row(group: pd.DataFrame) -> pd.Series:
+    """Return the best completed trial of one study's rows.
+
+    Trials whose search stage reached the target come first (see :func:`search_shortfall`);
+    among them the highest validation NDCG@20 wins, ties going to the lower trial number.
+    When no trial's search reached the target, the best of all is returned.
+    """
+    shortfall = group.apply(
+        lambda row: search_shortfall(row.get("search_sparsity"), row["sparsity_target"]), axis=1
+    )
+    ranked = group.assign(_reached=shortfall <= 0).sort_values(
+        ["_reached", "val_ndcg_20", "trial_number"], ascending=[False, False, True]
+    )
+    return ranked.drop(columns="_reached").iloc[0]

@@ -94,3 +94,18 @@ def test_exported_config_reproduces(sweep, tmp_path, study):
     path = files[f"ml-100k.lightgcn.{study}.yaml"]
     result = reproduce(path, tmp_path / "repro", tolerance=1e-6)
     assert result.passed, result.rows
+
+
+def test_search_shortfall_is_an_optuna_constraint(sweep):
+    import optuna
+
+    storage = f"sqlite:///{sweep.sweep_dir / 'optuna.db'}"
+    results = read_results(sweep.sweep_dir)
+    for study_id in ("ml-100k.lightgcn.pep.sp50", "ml-100k.lightgcn.qr.sp50"):
+        study = optuna.load_study(study_name=study_id, storage=storage)
+        for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+            row = results[results["trial_key"] == f"{study_id}/{trial.number}"].iloc[0]
+            expected = max(0.0, row["sparsity_target"] - row.get("search_sparsity", 1.0))
+            if study_id.endswith("qr.sp50"):
+                expected = 0.0
+            assert trial.constraints["search_shortfall"] == pytest.approx(expected)

@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
 import pytest
 
 from lers_ray.sweep.report import best_trials, method_target_table
 
+TRIAL_NUMBERS = itertools.count()
+
 
 def row(study: str, method: str, target: float, val: float, test: float, status="completed"):
     return {
+        "trial_number": next(TRIAL_NUMBERS),
         "study_id": study,
         "dataset": "ml-100k",
         "method": method,
@@ -51,8 +56,23 @@ def test_table_rows_are_methods_and_columns_targets():
 
 
 def test_several_datasets_need_a_choice():
-    other = RESULTS.assign(dataset="gowalla")
+    other = RESULTS.assign(
+        dataset="gowalla", study_id=RESULTS["study_id"].str.replace("ml-100k", "gowalla")
+    )
     both = pd.concat([RESULTS, other])
     with pytest.raises(ValueError, match="several datasets"):
         method_target_table(both)
     assert "full" in method_target_table(both, dataset="gowalla")
+
+
+def test_trials_whose_search_reached_the_target_come_first():
+    results = pd.DataFrame(
+        [
+            {**row("d.b.pep.sp80", "pep", 0.8, 0.30, 0.30), "search_sparsity": 0.6},
+            {**row("d.b.pep.sp80", "pep", 0.8, 0.20, 0.20), "search_sparsity": 0.81},
+        ]
+    ).assign(dataset="d")
+    best = best_trials(results).iloc[0]
+    assert best["val_ndcg_20"] == 0.20
+    only_short = results.iloc[:1]
+    assert "(search short)" in method_target_table(only_short)
