@@ -73,7 +73,7 @@ def tables_to_train(config: TrialConfig, data: Any) -> tuple[Any, Any, str]:
             spec.from_trained(FullEmbedding(rows, 64), config.method.target, settings)
             for rows in (data.n_users, data.n_items)
         )
-        return users, items, "fine-tuning"
+        return users, items, "fine-tuning" if spec.finetune else "derived, not trained"
     if spec.kind == TWO_STAGE:
         users, items = build_tables(config, data.n_users, data.n_items, stage="search")
         return users, items, "search"
@@ -142,7 +142,8 @@ def main() -> None:
                 "stage": stage_name,
                 "build_seconds": round(build_seconds, 3),
             }
-            if any(p.requires_grad for p in model.parameters()):
+            trains = spec.kind != POST_HOC or spec.finetune
+            if trains and any(p.requires_grad for p in model.parameters()):
                 per_batch = time_batches(model, data, args)
                 row["seconds_per_batch"] = round(per_batch, 4)
                 row["seconds_per_epoch"] = round(per_batch * n_batches, 1)
