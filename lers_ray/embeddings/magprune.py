@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from lers_ray.embeddings.base import EmbeddingTable
-from lers_ray.embeddings.masked import MaskedEmbedding
+from lers_ray.embeddings.masked import MaskedEmbedding, empty_masked_table
 from lers_ray.embeddings.spec import POST_HOC, MethodSpec, SettingsBase, require
 
 logger = logging.getLogger(__name__)
@@ -133,14 +133,10 @@ def _validate(settings: MagPruneSettings) -> None:
         require(settings.finetune_lr > 0, "finetune_lr", f"{settings.finetune_lr} must be > 0")
 
 
-def _empty(num_embeddings: int, dim: int, target: float, settings: object) -> EmbeddingTable:
-    return MaskedEmbedding(num_embeddings, dim)
-
-
 def _create(
     num_embeddings: int, dim: int, target: float, settings: object, init_std: float
 ) -> EmbeddingTable:
-    return MaskedEmbedding(num_embeddings, dim)
+    return empty_masked_table(num_embeddings, dim, target, settings)
 
 
 def _from_trained(
@@ -154,7 +150,7 @@ METHOD = MethodSpec(
     settings_cls=MagPruneSettings,
     kind=POST_HOC,
     create=_create,
-    create_final=_empty,
+    create_final=empty_masked_table,
     from_trained=_from_trained,
     validate=_validate,
     description="zero the smallest-|w| entries of the trained full model, per table",
@@ -165,7 +161,7 @@ METHOD_FT = MethodSpec(
     settings_cls=MagPruneFtSettings,
     kind=POST_HOC,
     create=_create,
-    create_final=_empty,
+    create_final=empty_masked_table,
     from_trained=_from_trained,
     finetune=True,
     validate=_validate,

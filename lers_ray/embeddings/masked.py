@@ -93,3 +93,14 @@ def narrowest_index_dtype(max_value: int) -> torch.dtype:
         if max_value <= torch.iinfo(dtype).max:
             return dtype
     return torch.int64
+
+
+def empty_masked_table(
+    num_embeddings: int, dim: int, target: float, settings: object
+) -> EmbeddingTable:
+    """Return an all-zero :class:`MaskedEmbedding` to load a checkpoint into.
+
+    It is the ``create_final`` of every method whose finished tables are masked tables
+    (magprune, random pruning, PEP, OptEmbed); ``target`` and ``settings`` are not needed.
+    """
+    return MaskedEmbedding(num_embeddings, dim)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lers_ray.embeddings.base import EmbeddingTable, SearchableTable, StorageKind
-from lers_ray.embeddings.masked import MaskedEmbedding
+from lers_ray.embeddings.masked import MaskedEmbedding, empty_masked_table
 from lers_ray.embeddings.spec import TWO_STAGE, MethodSpec, SettingsBase, require
 
 _SLOPE_BOUND = 60.0
@@ -359,10 +359,6 @@ def _create(
     )
 
 
-def _empty(num_embeddings: int, dim: int, target: float, settings: object) -> EmbeddingTable:
-    return MaskedEmbedding(num_embeddings, dim)
-
-
 def _search(context: Any) -> Any:
     # Imported here because the training package imports the embeddings package.
     from lers_ray.training.optembed_search import optembed_search
@@ -375,7 +371,7 @@ METHOD = MethodSpec(
     settings_cls=OptEmbedSettings,
     kind=TWO_STAGE,
     create=_create,
-    create_final=_empty,
+    create_final=empty_masked_table,
     search=_search,
     validate=_validate,
     description=(

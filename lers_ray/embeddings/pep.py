@@ -26,7 +26,7 @@ from torch import nn
 
 from lers_ray.embeddings.base import EmbeddingTable, SoftThresholdTable, StorageKind
 from lers_ray.embeddings.magprune import pruned_count
-from lers_ray.embeddings.masked import MaskedEmbedding, csr_to_dense
+from lers_ray.embeddings.masked import MaskedEmbedding, csr_to_dense, empty_masked_table
 from lers_ray.embeddings.spec import TWO_STAGE, MethodSpec, SettingsBase, require
 
 logger = logging.getLogger(__name__)
@@ -283,10 +283,6 @@ def _create(
     )
 
 
-def _empty(num_embeddings: int, dim: int, target: float, settings: object) -> EmbeddingTable:
-    return MaskedEmbedding(num_embeddings, dim)
-
-
 def search(context: Any) -> Any:
     """Run :func:`lers_ray.training.stages.soft_threshold_search` on ``context``.
 
@@ -303,7 +299,7 @@ METHOD = MethodSpec(
     settings_cls=PEPSettings,
     kind=TWO_STAGE,
     create=_create,
-    create_final=_empty,
+    create_final=empty_masked_table,
     search=search,
     validate=_validate,
     description="learnable soft thresholds prune the tables until the target is reached; "

@@ -16,7 +16,7 @@ import torch
 
 from lers_ray.embeddings.base import EmbeddingTable
 from lers_ray.embeddings.magprune import magnitude_prune, max_row_floor
-from lers_ray.embeddings.masked import MaskedEmbedding
+from lers_ray.embeddings.masked import MaskedEmbedding, empty_masked_table
 from lers_ray.embeddings.spec import POST_HOC, MethodSpec, SettingsBase, require
 
 logger = logging.getLogger(__name__)
@@ -104,14 +104,10 @@ def _validate(settings: RandomPruneSettings) -> None:
     require(settings.seed >= 0, "seed", f"{settings.seed} must be >= 0")
 
 
-def _empty(num_embeddings: int, dim: int, target: float, settings: object) -> EmbeddingTable:
-    return MaskedEmbedding(num_embeddings, dim)
-
-
 def _create(
     num_embeddings: int, dim: int, target: float, settings: object, init_std: float
 ) -> EmbeddingTable:
-    return MaskedEmbedding(num_embeddings, dim)
+    return empty_masked_table(num_embeddings, dim, target, settings)
 
 
 def _from_trained(
@@ -125,7 +121,7 @@ METHOD = MethodSpec(
     settings_cls=RandomPruneSettings,
     kind=POST_HOC,
     create=_create,
-    create_final=_empty,
+    create_final=empty_masked_table,
     from_trained=_from_trained,
     validate=_validate,
     description="zero randomly chosen entries of the trained full model, per table (a control)",
