@@ -62,8 +62,8 @@ def search_shortfall(search_sparsity: Any, target: float) -> float:
     """Return how far a two-stage trial's search stage ended below the target sparsity.
 
     PEP and CERP search until their pruned share reaches the target, up to a number of
-    epochs; when the budget runs out first, the trial still fixes exactly the target's count
-    of entries, but the search did not do its job. The shortfall is ``target -
+    epochs. When the budget runs out first, the trial still fixes exactly the target's count
+    of entries, but the thresholds did not get there. The shortfall is ``target -
     search_sparsity`` then, and 0 when the search reached the target or the method has no
     search stage (``search_sparsity`` missing).
     """

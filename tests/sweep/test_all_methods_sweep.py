@@ -68,7 +68,8 @@ def test_two_stage_trials_log_their_stage_files(sweep):
         tags = client.get_run(row["mlflow_run_id"]).data.tags
         for stage_file in ("initial_weights", "masks"):
             path = Path(tags[f"artifact.stage.{stage_file}.path"])
-            assert path.is_file() and path.parent.name == "stages", method
+            assert path.is_file(), method
+            assert path.parent.name == "stages", method
             assert len(tags[f"artifact.stage.{stage_file}.sha256"]) == 64
         assert row["search_epochs"] >= 1
 
@@ -80,7 +81,8 @@ def test_report_command_prints_methods_by_targets(sweep, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "| method | 50% | 80% | 95% |"
     methods = [line.split("|")[1].strip() for line in lines[2:]]
-    assert methods[0] == "full" and set(methods) == set(available_methods())
+    assert methods[0] == "full"
+    assert set(methods) == set(available_methods())
     ptq = next(line for line in lines if line.startswith("| ptq |"))
     assert ptq.endswith("n/a (structure cannot reach the target) |")
 

@@ -77,7 +77,8 @@ def ml100k(data_dir: Path) -> InteractionData:
 def full_checkpoint(ml100k: InteractionData, tmp_path_factory: pytest.TempPathFactory) -> str:
     config = TrialConfig.from_dict(trial_dict("full"))
     outcome = run_trial(config, tmp_path_factory.mktemp("full"), data=ml100k)
-    assert outcome.status == COMPLETED and outcome.checkpoint_path
+    assert outcome.status == COMPLETED
+    assert outcome.checkpoint_path is not None
     return outcome.checkpoint_path
 
 
