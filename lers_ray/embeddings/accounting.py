@@ -70,7 +70,11 @@ def count_parameters(tables: Iterable[EmbeddingTable]) -> ParameterCount:
 
 
 def artifact_bytes(tables: Iterable[EmbeddingTable]) -> int:
-    """Return the size in bytes of the tables' compact artifacts, index arrays included."""
+    """Return the bytes of the tables' compact tensors, index arrays included.
+
+    The artifact file of :mod:`lers_ray.edge.export` (a trial's ``artifact_bytes``) adds a
+    small header and may store integer arrays in narrower types than these tensors have.
+    """
     total = 0
     for table in tables:
         for tensor in table.export_artifact().values():

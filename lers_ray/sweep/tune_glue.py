@@ -160,7 +160,7 @@ def train_trial(tune_config: dict[str, Any]) -> None:
     # Imported here so the driver's import of this module stays light.
     from lers_ray.config import TrialConfig
     from lers_ray.data import load_dataset
-    from lers_ray.training.memory import peak_rss_mb
+    from lers_ray.memory import peak_rss_mb
     from lers_ray.training.runner import run_trial
 
     config = TrialConfig.from_dict(tune_config["trial_config"], source=tune_config["trial_key"])

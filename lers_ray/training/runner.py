@@ -14,10 +14,12 @@ import torch
 
 from lers_ray.config import ConfigError, TrialConfig
 from lers_ray.data.dataset import InteractionData
-from lers_ray.embeddings.accounting import artifact_bytes, count_parameters
+from lers_ray.edge.export import ARTIFACT_FILE, model_artifact, write_model_artifact
+from lers_ray.embeddings.accounting import count_parameters
 from lers_ray.embeddings.base import EmbeddingTable, SearchableTable, StructureInfeasible
 from lers_ray.embeddings.registry import get_method
 from lers_ray.embeddings.spec import POST_HOC, TWO_STAGE
+from lers_ray.memory import peak_rss_mb, reset_peak_rss
 from lers_ray.models import CFModel, build_model
 from lers_ray.training.checkpoint import (
     build_tables,
@@ -25,7 +27,6 @@ from lers_ray.training.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from lers_ray.training.memory import peak_rss_mb, reset_peak_rss
 from lers_ray.training.outcome import COMPLETED, FAILED, TrialOutcome
 from lers_ray.training.stages import TABLE_NAMES, SearchContext, SearchResult
 from lers_ray.training.trainer import Evaluators, evaluate_split, train
@@ -99,6 +100,10 @@ def run_trial(
         reason = f"infeasible structure: {error}"
         logger.warning("trial in %s cannot run: %s", out_dir, reason)
         outcome = TrialOutcome(FAILED, reason, -1, 0, {}, None, [])
+    if outcome.status == COMPLETED and outcome.checkpoint_path is not None:
+        outcome.metrics["artifact_bytes"] = export_edge_artifact(
+            config, Path(outcome.checkpoint_path), data, out_dir / ARTIFACT_FILE
+        )
     outcome.metrics["peak_rss_mb"] = peak_rss_mb()
     outcome.write_json(out_dir / "outcome.json")
     logger.info(
@@ -125,6 +130,21 @@ def _run_training(
     return _train_and_summarise(model, config, out_dir, data, on_epoch)
 
 
+def export_edge_artifact(
+    config: TrialConfig, checkpoint: Path, data: InteractionData, path: Path
+) -> int:
+    """Write the edge artifact of the model saved at ``checkpoint``; return its size in bytes."""
+    model, _ = load_checkpoint(checkpoint, data)
+    return write_model_artifact(
+        path,
+        model,
+        method=config.method.name,
+        target=config.method.target,
+        dataset=data.name,
+        fingerprint=data.fingerprint,
+    )
+
+
 def _train_and_summarise(
     model: CFModel,
     config: TrialConfig,
@@ -135,7 +155,7 @@ def _train_and_summarise(
     evaluate_start: bool = False,
 ) -> TrialOutcome:
     """Train ``model`` and return the outcome; ``extra`` figures join every ``best`` block."""
-    param_info = {**_param_info(model, config.method.target), **(extra or {})}
+    param_info = {**_param_info(model, config, data), **(extra or {})}
     result = train(
         model, data, config, out_dir, param_info, on_epoch=on_epoch, evaluate_start=evaluate_start
     )
@@ -264,7 +284,7 @@ def _run_post_hoc(
         finetune.training.lr = settings.finetune_lr
         finetune.training.patience = 0
         return _train_and_summarise(model, finetune, out_dir, data, on_epoch, evaluate_start=True)
-    param_info = _param_info(model, target)
+    param_info = _param_info(model, config, data)
     epoch_seconds = time.perf_counter() - started
 
     evaluators = Evaluators.for_data(data, config.ks, config.training.eval_batch_size)
@@ -343,12 +363,14 @@ def _check_base_matches(config: TrialConfig, path: Path, data: InteractionData) 
         )
 
 
-def _param_info(model: CFModel, target: float) -> dict[str, Any]:
+def _param_info(model: CFModel, config: TrialConfig, data: InteractionData) -> dict[str, Any]:
     """Return the parameter figures of the model's tables and the structure they use.
 
     ``sparsity_gap`` is ``sparsity - target``; ``meets_target`` is 1 when the gap is within
     the protocol's tolerance ``[0, 0.01]`` and 0 when the structure could not get that close.
+    ``artifact_bytes`` is the size of the model's edge artifact file.
     """
+    target = config.method.target
     tables = model.tables()
     counts = count_parameters(tables)
     gap = counts.sparsity - float(target)
@@ -359,7 +381,15 @@ def _param_info(model: CFModel, target: float) -> dict[str, Any]:
         "sparsity_target": float(target),
         "sparsity_gap": gap,
         "meets_target": int(-1e-12 <= gap <= SPARSITY_TOLERANCE + 1e-12),
-        "artifact_bytes": artifact_bytes(tables),
+        "artifact_bytes": len(
+            model_artifact(
+                model,
+                method=config.method.name,
+                target=target,
+                dataset=data.name,
+                fingerprint=data.fingerprint,
+            )
+        ),
     }
     for name, table in zip(("user", "item"), tables, strict=True):
         for key, value in table.structure().items():

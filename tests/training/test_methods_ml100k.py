@@ -8,6 +8,9 @@ two-stage methods.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ import torch
 from lers_ray.config import TrialConfig
 from lers_ray.data import load_dataset
 from lers_ray.data.dataset import InteractionData
+from lers_ray.edge.export import ARTIFACT_FILE, write_graph_artifact
 from lers_ray.embeddings.full import FullEmbedding
 from lers_ray.embeddings.registry import available_methods, get_method
 from lers_ray.embeddings.spec import POST_HOC
@@ -45,6 +49,25 @@ SETTINGS: dict[str, dict[str, Any]] = {
     },
 }
 """Settings that keep each method's extra stages short enough for a test."""
+
+EDGE_USERS = [0, 5, 100, 942]
+FRESH_LOAD = """
+import json, sys
+import torch
+from lers_ray.edge.loader import MODES, EdgeRecommender, load_graph, load_model
+
+artifact, graph, out = sys.argv[1:4]
+recommender = EdgeRecommender(load_model(artifact), load_graph(graph))
+recommender.precompute()
+found = {}
+for user in json.loads(sys.argv[4]):
+    for mode in MODES:
+        ids, values = recommender.recommend(user, 20, mode)
+        found[f"{mode}/{user}"] = (recommender.scores(user, mode), ids, values)
+torch.save(found, out)
+print(json.dumps(sorted(m for m in ("ray", "optuna", "mlflow") if m in sys.modules)))
+"""
+"""Run in a fresh Python process: load the artifact from disk and score ``EDGE_USERS``."""
 
 
 def trial_dict(method: str) -> dict[str, Any]:
@@ -152,3 +175,39 @@ def test_method_trains_and_artifact_scores_match(
         replica_scores = replica_users @ replica_items.T
     assert torch.allclose(scores, replica_scores, atol=1e-5, rtol=0)
     assert val_ndcg(replica, ml100k) == pytest.approx(trained, abs=1e-6)
+
+    # The artifact file the trial wrote, loaded in a fresh process without the sweep stack,
+    # gives the trained model's scores and top 20 (train items masked) in both query modes.
+    artifact = tmp_path / method / ARTIFACT_FILE
+    assert outcome.metrics["artifact_bytes"] == artifact.stat().st_size
+    graph = tmp_path / "graph.lers"
+    write_graph_artifact(graph, ml100k)
+    found_file = tmp_path / "found.pt"
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FRESH_LOAD,
+            str(artifact),
+            str(graph),
+            str(found_file),
+            json.dumps(EDGE_USERS),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    assert json.loads(loaded.stdout) == []
+    found = torch.load(found_file)
+    for user in EDGE_USERS:
+        expected = scores[user]
+        masked = expected.clone()
+        masked[ml100k.train[ml100k.train[:, 0] == user, 1]] = float("-inf")
+        top = torch.topk(masked, 20)
+        for mode in ("per_query", "precomputed"):
+            raw, ids, values = found[f"{mode}/{user}"]
+            assert torch.allclose(raw, expected, atol=1e-5, rtol=0), (mode, user)
+            assert torch.allclose(values, top.values, atol=1e-5, rtol=0), (mode, user)
+            # The same items, up to swaps among scores tied within 1e-5.
+            assert torch.allclose(expected[ids], values, atol=1e-5, rtol=0), (mode, user)

@@ -1,4 +1,4 @@
-"""Peak resident memory of the current process, resettable per trial on Linux."""
+"""Peak resident memory of the current process, resettable per phase on Linux."""
 
 from __future__ import annotations
 
@@ -31,3 +31,15 @@ def peak_rss_mb() -> float:
     # NOTE: without /proc this is the lifetime peak, which in a reused Ray worker can come from
     # an earlier trial. Linux reports ru_maxrss in KiB; macOS reports bytes.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    """Return the current resident memory in MiB (``nan`` where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
+    return float("nan")
