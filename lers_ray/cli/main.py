@@ -24,6 +24,7 @@ def set_quiet_defaults() -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every subcommand."""
     from lers_ray.cli.data_commands import add_data_parser
+    from lers_ray.cli.edge_commands import add_edge_bench_parser
     from lers_ray.cli.sweep_commands import (
         add_export_parser,
         add_report_parser,
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_parser(subparsers)
     add_reproduce_parser(subparsers)
     add_data_parser(subparsers)
+    add_edge_bench_parser(subparsers)
     return parser
 
 

@@ -205,6 +205,7 @@ def run_train_command(args: argparse.Namespace) -> int:
     from lers_ray.config import TrialConfig
     from lers_ray.data import load_dataset
     from lers_ray.data.paths import resolve_data_dir
+    from lers_ray.edge.export import ARTIFACT_FILE, GRAPH_FILE, write_graph_artifact
     from lers_ray.training.runner import run_trial
 
     try:
@@ -213,6 +214,10 @@ def run_train_command(args: argparse.Namespace) -> int:
         outcome = run_trial(config, Path(args.out), data=data)
     except (ConfigError, FileNotFoundError, ValueError) as error:
         return _fail(error)
+    artifact = Path(args.out) / ARTIFACT_FILE
+    graph = Path(args.out) / GRAPH_FILE
+    if outcome.status == "completed":
+        write_graph_artifact(graph, data)
     print(f"status: {outcome.status}")
     if outcome.failure_reason:
         print(f"reason: {outcome.failure_reason}")
@@ -222,6 +227,11 @@ def run_train_command(args: argparse.Namespace) -> int:
     for key in sorted(outcome.metrics):
         print(f"{key}: {outcome.metrics[key]:.6g}")
     print(f"checkpoint: {outcome.checkpoint_path}")
+    if outcome.status == "completed":
+        print(
+            f"edge artifact: {artifact} (measure it with: lers-ray edge-bench {artifact} "
+            f"--graph {graph})"
+        )
     return 0 if outcome.status == "completed" else 1
 
 

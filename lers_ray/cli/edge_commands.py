@@ -1,0 +1,97 @@
+"""``lers-ray edge-bench``: measure a model artifact on this machine, without Ray."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from lers_ray.config import ConfigError
+
+
+def add_edge_bench_parser(subparsers: Any) -> None:
+    """Add ``edge-bench``."""
+    from lers_ray.edge.options import BenchOptions
+
+    defaults = BenchOptions()
+    parser = subparsers.add_parser(
+        "edge-bench",
+        help="measure a model artifact: load time, peak memory, query latency",
+        description=(
+            "Measure a model artifact (artifact.lers) as an edge device serves it: load time, "
+            "peak resident memory, and p50/p95 latency of top-K queries for one user, with "
+            "per-query decoding and propagation and with precomputed embeddings. Runs in a "
+            "fresh Python process that imports torch and numpy only."
+        ),
+    )
+    parser.add_argument("artifact", help="the model artifact a trial wrote (artifact.lers)")
+    parser.add_argument(
+        "--graph",
+        help="the dataset's graph artifact (default: graph.lers next to the artifact, or the "
+        "sweep's edge/ folder graph of the same split)",
+    )
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads")
+    parser.add_argument(
+        "--repeats", type=int, default=defaults.repeats, help="timed queries per mode"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=defaults.warmup, help="untimed queries per mode first"
+    )
+    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="items per query")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the users")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
+    parser.add_argument("--out", help="also write the figures to this JSON file")
+    parser.set_defaults(func=run_edge_bench_command)
+
+
+def find_graph(artifact: Path) -> Path:
+    """Return the graph artifact of the model at ``artifact``'s split.
+
+    Looks for ``graph.lers`` beside the artifact, then in every parent folder and its
+    ``edge/`` subfolder, and takes the first whose split fingerprint matches the model's.
+
+    Raises:
+        ConfigError: when no graph of that split is found.
+    """
+    from lers_ray.edge.container import read_meta
+
+    fingerprint = read_meta(artifact).get("fingerprint")
+    for folder in artifact.resolve().parents:
+        candidates = [folder / "graph.lers", *sorted((folder / "edge").glob("*.lers"))]
+        for candidate in candidates:
+            if candidate.is_file() and read_meta(candidate).get("fingerprint") == fingerprint:
+                return candidate
+    raise ConfigError(
+        f"{artifact}: no graph artifact of split {fingerprint} found beside it or in a parent "
+        "folder's edge/; give it with --graph (lers-ray train writes graph.lers in its --out "
+        "folder, a sweep writes edge/<dataset>.graph.lers)"
+    )
+
+
+def run_edge_bench_command(args: argparse.Namespace) -> int:
+    """Measure one artifact and print (and optionally write) its figures."""
+    from lers_ray.cli.sweep_commands import _fail
+    from lers_ray.edge.bench import BenchError, run_isolated
+    from lers_ray.edge.container import ArtifactError
+    from lers_ray.edge.options import BenchOptions
+
+    artifact = Path(args.artifact)
+    options = BenchOptions(args.threads, args.repeats, args.warmup, args.top_k, args.seed)
+    try:
+        options.validate()
+        if not artifact.is_file():
+            raise ConfigError(f"{artifact}: artifact file not found")
+        graph = Path(args.graph) if args.graph else find_graph(artifact)
+        result = run_isolated(artifact, graph, options, timeout_s=args.timeout)
+    except (ConfigError, ArtifactError, BenchError, ValueError, OSError) as error:
+        return _fail(error)
+    print(f"artifact: {artifact}")
+    print(f"graph: {graph}")
+    for key, value in sorted(result["metrics"].items()):
+        print(f"{key}: {value:.6g}")
+    for key, value in sorted(result["tags"].items()):
+        print(f"{key}: {value}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return 0
