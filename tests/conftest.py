@@ -58,6 +58,8 @@ def small_spec():
             "dim": 16,
             "search_space_dir": str(REPO_ROOT / "search_spaces"),
             "early_stopping": {"enabled": False},
+            # Edge measurement has tests of its own (tests/sweep/test_edge_*.py).
+            "edge": {"enabled": False},
         }
         spec.update(overrides)
         return spec

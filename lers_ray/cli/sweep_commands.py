@@ -167,6 +167,17 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _edge_cell(row: dict[str, Any]) -> str:
+    """Per-query and precomputed p50 latency of the best trial, or why there is none."""
+    status = row.get("edge.status")
+    if status is None:
+        return "-"
+    if status != "ok":
+        return str(status)
+    simulated = " (simulated)" if row.get("edge.simulated") == "true" else ""
+    return f"{row['edge.per_query.p50_ms']:.2f} / {row['edge.precomputed.p50_ms']:.3f}{simulated}"
+
+
 def format_study_table(rows: list[dict[str, Any]]) -> str:
     """Format the best trial of every study as a fixed-width text table."""
     columns = [
@@ -178,6 +189,8 @@ def format_study_table(rows: list[dict[str, Any]]) -> str:
         ("test R@20", "test_recall_20", "{:.4f}"),
         ("test N@20", "test_ndcg_20", "{:.4f}"),
         ("sparsity", "sparsity", "{:.4f}"),
+        ("KiB", "artifact_bytes", "{}"),
+        ("edge p50 ms per query / precomputed", "edge.status", "{}"),
     ]
     table = []
     for row in rows:
@@ -186,6 +199,12 @@ def format_study_table(rows: list[dict[str, Any]]) -> str:
             if key is None:
                 failed = f", {row['failed']} failed" if row.get("failed") else ""
                 cells.append(f"{row['finished']}/{row['planned']}{failed}")
+                continue
+            if key == "artifact_bytes" and row.get(key) is not None:
+                cells.append(f"{float(row[key]) / 1024:.1f}")
+                continue
+            if key == "edge.status":
+                cells.append(_edge_cell(row))
                 continue
             value = row.get(key)
             cells.append("-" if value is None else pattern.format(value))

@@ -27,6 +27,8 @@ import optuna
 from optuna.trial import TrialState
 
 from lers_ray.config import ConfigError, TrialConfig
+from lers_ray.edge.export import ARTIFACT_FILE
+from lers_ray.sweep.edge_dispatch import EdgeDispatcher, EdgeJob
 from lers_ray.sweep.results import ResultsTable, search_shortfall
 from lers_ray.sweep.space import set_by_path
 from lers_ray.sweep.spec import StudySpec, SweepSpec, base_trial_config, dataset_label
@@ -140,6 +142,7 @@ class SweepCoordinator:
         self.tracker = tracker
         self.data_dir = data_dir
         self.results = ResultsTable(sweep_dir)
+        self.edge = EdgeDispatcher(spec.edge, sweep_dir, data_dir, tracker, self.results)
         self.storage = optuna.storages.RDBStorage(f"sqlite:///{sweep_dir / 'optuna.db'}")
         self.studies: dict[str, StudyState] = {}
         self.live: dict[str, LiveTrial] = {}
@@ -449,12 +452,15 @@ class SweepCoordinator:
             outcome_file.write_text(json.dumps(summary, indent=2))
 
     def _artifact_files(self, live: LiveTrial) -> dict[str, Path]:
-        """Return the trial's model file, its stage files (two-stage methods) and, for a
-        post-hoc method, the model it started from."""
+        """Return the trial's model file, its edge artifact, its stage files (two-stage
+        methods) and, for a post-hoc method, the model it started from."""
         files = {}
         model = live.trial_dir / "best_model.pt"
         if model.is_file():
             files["model"] = model
+        edge = live.trial_dir / ARTIFACT_FILE
+        if edge.is_file():
+            files["edge"] = edge
         for stage_file in sorted((live.trial_dir / "stages").glob("*.pt")):
             files[f"stage.{stage_file.stem}"] = stage_file
         base = live.config.get("base_checkpoint")
@@ -501,17 +507,52 @@ class SweepCoordinator:
                 )
             status = "FAILED" if state.blocked_reason or best is None else "FINISHED"
             self.tracker.end_study(state.spec.study_id, status)
+            self._queue_edge(state)
+
+    def _queue_edge(self, state: StudyState) -> None:
+        """Hand the study's best trial (or every completed one) to the edge dispatcher."""
+        if self.spec.edge.trials == "best":
+            best = state.best_trial()
+            chosen = [best] if best is not None else []
+        else:
+            chosen = state.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        for frozen in chosen:
+            key = trial_key(state.spec.study_id, frozen.number)
+            trial_dir = Path(frozen.user_attrs["trial_dir"])
+            run_id = self.results.value(key, "mlflow_run_id")
+            self.edge.add(
+                EdgeJob(
+                    trial_key=key,
+                    study_id=state.spec.study_id,
+                    dataset=state.spec.dataset,
+                    artifact=trial_dir / ARTIFACT_FILE,
+                    run_id=str(run_id) if run_id is not None else None,
+                )
+            )
+
+    def close_done_studies(self) -> None:
+        """End the MLflow runs of studies with nothing left to run and queue their edge work.
+
+        A resumed sweep calls it first, so studies finished in an earlier session still get
+        their edge measurement.
+        """
+        self._update_blocked()
+        self._end_finished_studies()
+
+    def run_edge(self) -> None:
+        """Queue the edge work of every done study and wait until it is measured."""
+        self.close_done_studies()
+        self.edge.drain()
 
     def finish(self) -> None:
         """Close study runs of done studies and the sweep run (called after Tune returns)."""
-        self._update_blocked()
-        self._end_finished_studies()
+        self.close_done_studies()
         all_done = all(state.is_done() for state in self.studies.values())
         if self.tracker.sweep_run_id is not None:
             self.tracker.end_run(self.tracker.sweep_run_id, "FINISHED" if all_done else "KILLED")
 
     def summary(self) -> list[dict[str, Any]]:
-        """Return one row per study: its best trial's metrics and its progress."""
+        """Return one row per study: its best trial's metrics, edge figures and progress."""
         rows = []
         for state in self.studies.values():
             best = state.best_trial()
@@ -529,9 +570,20 @@ class SweepCoordinator:
                 for key, value in best.user_attrs.items():
                     if key.startswith("metric."):
                         row[key.removeprefix("metric.")] = value
+                key = trial_key(state.spec.study_id, best.number)
+                for column in EDGE_SUMMARY:
+                    row[column] = self.results.value(key, column)
             rows.append(row)
         return rows
 
+
+EDGE_SUMMARY = (
+    "edge.status",
+    "edge.simulated",
+    "edge.per_query.p50_ms",
+    "edge.precomputed.p50_ms",
+)
+"""Edge figures of the best trial that :meth:`SweepCoordinator.summary` adds to each row."""
 
 RESULT_METRICS = (
     "val_recall_20",

@@ -38,6 +38,24 @@ class ResultsTable:
         frame.to_parquet(temporary, index=False)
         os.replace(temporary, self.path)
 
+    def value(self, trial_key: str, column: str) -> Any:
+        """Return one cell of a trial's row, or ``None`` when the row or the column is missing."""
+        row = self._rows.get(trial_key)
+        if row is None:
+            return None
+        value = row.get(column)
+        if isinstance(value, float) and math.isnan(value):
+            return None
+        return value
+
+    def update(self, trial_key: str, values: dict[str, Any]) -> None:
+        """Set ``values`` in the row of ``trial_key`` (which must exist) and rewrite the file.
+
+        Raises:
+            KeyError: if no row has ``trial_key``.
+        """
+        self.upsert({**self._rows[trial_key], **values})
+
     def frame(self) -> pd.DataFrame:
         """Return all rows as a DataFrame."""
         return pd.DataFrame(list(self._rows.values()))

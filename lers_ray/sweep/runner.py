@@ -14,9 +14,13 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lers_ray.config import ConfigError, dump_yaml, load_yaml_mapping
+
+if TYPE_CHECKING:
+    from lers_ray.sweep.coordinator import SweepCoordinator
+
 from lers_ray.sweep.spec import (
     StudySpec,
     SweepSpec,
@@ -127,16 +131,9 @@ def run_sweep(
         ConfigError: on an invalid spec, search space or sweep folder.
     """
     import ray
-    from ray import tune
 
     from lers_ray.data.paths import resolve_data_dir
     from lers_ray.sweep.coordinator import SweepCoordinator, check_study_configs
-    from lers_ray.sweep.tune_glue import (
-        PerStudyScheduler,
-        StudySearcher,
-        SweepCallback,
-        train_trial,
-    )
     from lers_ray.tracking.mlflow_tracker import MlflowSweepTracker
 
     if resume_dir is not None:
@@ -180,7 +177,9 @@ def run_sweep(
         coordinator.trials_to_run(),
         state["tracking_uri"],
     )
-    if coordinator.trials_to_run() == 0:
+    # Studies finished in an earlier session queue their edge measurement here.
+    coordinator.close_done_studies()
+    if coordinator.trials_to_run() == 0 and not coordinator.edge.pending():
         coordinator.finish()
         return SweepOutcome(sweep_dir, state["tracking_uri"], coordinator.summary(), True, skipped)
 
@@ -195,38 +194,10 @@ def run_sweep(
         )
         started_ray = True
     try:
-        resources = {key: float(value) for key, value in spec.resources_per_trial.items()}
-        check_trial_fits(resources, local=started_ray)
-        max_concurrent = spec.max_concurrent_trials or _fill_cluster(
-            resources, ray.cluster_resources()
-        )
-        if spec.early_stopping.enabled:
-            scheduler = PerStudyScheduler(
-                max_t=spec.epochs,
-                grace_period=spec.early_stopping.grace_period,
-                reduction_factor=spec.early_stopping.reduction_factor,
-            )
-        else:
-            scheduler = None
-        tuner = tune.Tuner(
-            tune.with_resources(train_trial, resources),
-            tune_config=tune.TuneConfig(
-                search_alg=StudySearcher(coordinator),
-                scheduler=scheduler,
-                num_samples=max(1, coordinator.trials_to_run()),
-                max_concurrent_trials=max_concurrent,
-                reuse_actors=True,
-                trial_name_creator=_trial_name,
-                trial_dirname_creator=_trial_name,
-            ),
-            run_config=tune.RunConfig(
-                name=f"session-{time.strftime('%Y%m%d-%H%M%S')}",
-                storage_path=str(sweep_dir / "tune"),
-                callbacks=[SweepCallback(coordinator)],
-                verbose=0,
-            ),
-        )
-        tuner.fit()
+        coordinator.edge.start()
+        if coordinator.trials_to_run() > 0:
+            _run_tune(spec, coordinator, sweep_dir, local=started_ray)
+        coordinator.run_edge()
     finally:
         coordinator.finish()
         if started_ray:
@@ -234,6 +205,49 @@ def run_sweep(
     summary = coordinator.summary()
     complete = all(state.is_done() for state in coordinator.studies.values())
     return SweepOutcome(sweep_dir, state["tracking_uri"], summary, complete, skipped)
+
+
+def _run_tune(spec: SweepSpec, coordinator: SweepCoordinator, sweep_dir: Path, local: bool) -> None:
+    """Run the trials still to run as one Ray Tune experiment."""
+    import ray
+    from ray import tune
+
+    from lers_ray.sweep.tune_glue import (
+        PerStudyScheduler,
+        StudySearcher,
+        SweepCallback,
+        train_trial,
+    )
+
+    resources = {key: float(value) for key, value in spec.resources_per_trial.items()}
+    check_trial_fits(resources, local=local)
+    max_concurrent = spec.max_concurrent_trials or _fill_cluster(resources, ray.cluster_resources())
+    scheduler = None
+    if spec.early_stopping.enabled:
+        scheduler = PerStudyScheduler(
+            max_t=spec.epochs,
+            grace_period=spec.early_stopping.grace_period,
+            reduction_factor=spec.early_stopping.reduction_factor,
+        )
+    tuner = tune.Tuner(
+        tune.with_resources(train_trial, resources),
+        tune_config=tune.TuneConfig(
+            search_alg=StudySearcher(coordinator),
+            scheduler=scheduler,
+            num_samples=max(1, coordinator.trials_to_run()),
+            max_concurrent_trials=max_concurrent,
+            reuse_actors=True,
+            trial_name_creator=_trial_name,
+            trial_dirname_creator=_trial_name,
+        ),
+        run_config=tune.RunConfig(
+            name=f"session-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(sweep_dir / "tune"),
+            callbacks=[SweepCallback(coordinator)],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
 
 
 def split_infeasible(studies: list[StudySpec], dim: int) -> tuple[list[StudySpec], dict[str, str]]:

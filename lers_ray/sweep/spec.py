@@ -47,6 +47,40 @@ class EarlyStoppingSpec:
     reduction_factor: int = 2
 
 
+EDGE_MODES = ("simulate", "skip")
+"""What a sweep does when no node advertises the edge resource."""
+EDGE_TRIALS = ("best", "all")
+"""Which trials of a finished study are measured."""
+
+
+@dataclass
+class EdgeSpec:
+    """Measurement of each study's tuned model on a Ray node that advertises ``resource``.
+
+    The driver sends the trial's ``artifact.lers`` and the dataset's graph through Ray's
+    object store to a task requiring ``{resource: 1}`` and no CPU, so the device needs no
+    shared storage. Figures go to the trial's MLflow run and to ``results.parquet`` as
+    ``edge.*``.
+    """
+
+    enabled: bool = True
+    when_missing: str = "simulate"
+    """With no node advertising ``resource``: ``simulate`` measures on the driver's node after
+    the trials (tagged ``edge.simulated``), ``skip`` records the trials as skipped."""
+    trials: str = "best"
+    """``best``: each finished study's best trial; ``all``: every completed trial."""
+    resource: str = "edge_pi"
+    """Ray resource that marks an edge device."""
+    threads: int = 1
+    """torch threads of the measuring process."""
+    repeats: int = 30
+    """Timed queries per mode, after ``warmup`` untimed ones."""
+    warmup: int = 5
+    top_k: int = 20
+    timeout_s: float = 900.0
+    """Seconds one measurement may take, waiting for the device included."""
+
+
 @dataclass
 class SweepSpec:
     """A parsed sweep spec (see the module docstring for the YAML form)."""
@@ -102,6 +136,7 @@ class SweepSpec:
         return {**self.overrides, **self.method_overrides.get(method, {})}
 
     early_stopping: EarlyStoppingSpec = field(default_factory=EarlyStoppingSpec)
+    edge: EdgeSpec = field(default_factory=EdgeSpec)
     spec_path: str | None = None
     """The file the spec was read from (set by the loader)."""
 
@@ -247,6 +282,28 @@ def _validate(spec: SweepSpec, source: str) -> None:
         raise ConfigError(f"{source}: datasets: duplicate dataset name in {names}")
     if 20 not in spec.ks:
         raise ConfigError(f"{source}: ks: {spec.ks} must contain 20")
+    _validate_edge(spec.edge, source)
+
+
+def _validate_edge(edge: EdgeSpec, source: str) -> None:
+    if edge.when_missing not in EDGE_MODES:
+        raise ConfigError(
+            f"{source}: edge.when_missing: {edge.when_missing!r} is not one of "
+            f"{', '.join(EDGE_MODES)}"
+        )
+    if edge.trials not in EDGE_TRIALS:
+        raise ConfigError(
+            f"{source}: edge.trials: {edge.trials!r} is not one of {', '.join(EDGE_TRIALS)}"
+        )
+    for key in ("threads", "repeats", "top_k"):
+        if getattr(edge, key) < 1:
+            raise ConfigError(f"{source}: edge.{key} must be at least 1, got {getattr(edge, key)}")
+    if edge.warmup < 0:
+        raise ConfigError(f"{source}: edge.warmup must be at least 0, got {edge.warmup}")
+    if edge.timeout_s <= 0:
+        raise ConfigError(f"{source}: edge.timeout_s must be positive, got {edge.timeout_s}")
+    if not edge.resource:
+        raise ConfigError(f"{source}: edge.resource must name a Ray resource, e.g. edge_pi")
 
 
 def dataset_label(dataset: DatasetConfig) -> str:

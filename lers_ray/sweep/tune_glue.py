@@ -115,10 +115,15 @@ class PerStudyScheduler(FIFOScheduler):
 
 
 class SweepCallback(Callback):
-    """Forward Tune's trial events to the coordinator (MLflow, Optuna, results.parquet)."""
+    """Forward Tune's trial events to the coordinator (MLflow, Optuna, results.parquet) and
+    let the edge dispatcher make progress on every step of Tune's loop."""
 
     def __init__(self, coordinator: SweepCoordinator) -> None:
         self.coordinator = coordinator
+
+    def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+        # Edge measurements of finished studies run beside the trials; collect and submit.
+        self.coordinator.edge.poll()
 
     def on_trial_start(
         self, iteration: int, trials: list[Trial], trial: Trial, **info: Any

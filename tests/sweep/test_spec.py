@@ -66,6 +66,11 @@ def test_override_removes_searched_parameter():
             {"methods": ["full", "pep"], "method_overrides": {"pep": 3}},
             "method_overrides.pep: expected a mapping",
         ),
+        ({"edge": {"when_missing": "wait"}}, "edge.when_missing: 'wait' is not one of"),
+        ({"edge": {"trials": "top3"}}, "edge.trials: 'top3' is not one of best, all"),
+        ({"edge": {"repeats": 0}}, "edge.repeats must be at least 1"),
+        ({"edge": {"timeout_s": 0}}, "edge.timeout_s must be positive"),
+        ({"edge": {"timeout": 5}}, "unknown key(s) 'timeout'"),
     ],
 )
 def test_spec_errors_name_key(data, fragment):
