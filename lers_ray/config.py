@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
 T = TypeVar("T")
 
 CF_BACKBONES = ("mf", "lightgcn")
@@ -185,6 +183,9 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: naming the file (and line for syntax errors).
     """
+    # Imported here: the edge loader imports this module and needs no YAML on a device.
+    import yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
@@ -201,6 +202,8 @@ def load_yaml_mapping(path: str | Path) -> dict[str, Any]:
 
 def dump_yaml(data: dict[str, Any], path: str | Path) -> None:
     """Write a mapping as block-style YAML, keeping key order."""
+    import yaml
+
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
 
 

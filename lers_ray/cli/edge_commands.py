@@ -39,8 +39,13 @@ def add_edge_bench_parser(subparsers: Any) -> None:
         "--warmup", type=int, default=defaults.warmup, help="untimed queries per mode first"
     )
     parser.add_argument("--top-k", type=int, default=defaults.top_k, help="items per query")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the users")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds before giving up")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the queried users")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds before the measurement is stopped (default: no limit)",
+    )
     parser.add_argument("--out", help="also write the figures to this JSON file")
     parser.set_defaults(func=run_edge_bench_command)
 

@@ -44,12 +44,12 @@ from lers_ray.memory import current_rss_mb, peak_rss_mb, reset_peak_rss
 
 logger = logging.getLogger(__name__)
 
-SWEEP_STACK = ("ray", "optuna", "mlflow", "pandas", "pyarrow")
-"""Packages a device should not need to load an artifact; their presence is reported."""
+SWEEP_STACK = ("ray", "optuna", "mlflow", "pandas", "pyarrow", "yaml")
+"""Packages that loading an artifact must not need. The measurement reports any it finds loaded."""
 
 
 def node_tags() -> dict[str, str]:
-    """Return what identifies the measuring machine: CPU architecture, CPU count, versions."""
+    """Return tags that identify the measuring machine: CPU architecture, CPU count and versions."""
     try:
         ray_version = importlib.metadata.version("ray")
     except importlib.metadata.PackageNotFoundError:
@@ -69,7 +69,7 @@ def node_tags() -> dict[str, str]:
 def _timed_queries(
     recommender: EdgeRecommender, users: np.ndarray, options: BenchOptions, mode: str
 ) -> list[float]:
-    """Run ``warmup`` then ``repeats`` queries; return the timed ones' latencies in ms."""
+    """Run ``warmup`` untimed and then ``repeats`` timed queries, and return the timed latencies in ms."""
     latencies = []
     for index, user in enumerate(users):
         started = time.perf_counter()
@@ -99,9 +99,9 @@ def measure(
         ``artifact_bytes``, ``graph_bytes``, ``rss_baseline_mb`` (before loading),
         ``load_ms``, ``load_peak_rss_mb``, ``precompute_ms`` and, for each mode,
         ``<mode>.p50_ms``, ``.p95_ms``, ``.mean_ms`` and ``.peak_rss_mb``. Tags: the
-        machine (:func:`node_tags`), the options, the model's method and backbone,
-        ``rss_method`` and ``sweep_stack_loaded`` (which of :data:`SWEEP_STACK` this
-        process had imported; empty on a clean device).
+        machine (:func:`node_tags`), the options, the model's method and backbone, and
+        ``rss_method``. The tag ``sweep_stack_loaded`` lists the :data:`SWEEP_STACK` packages
+        this process had imported, and it is empty on a clean device.
 
     Raises:
         ArtifactError: when a file is not a valid artifact or the two do not match.
@@ -157,7 +157,7 @@ def measure(
 
 
 class BenchError(RuntimeError):
-    """The measuring process failed; the message holds the end of its error output."""
+    """The measuring process failed. The message contains the end of its error output."""
 
 
 def run_isolated(
@@ -184,7 +184,9 @@ def run_isolated(
             command, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
         )
     except subprocess.TimeoutExpired as error:
-        raise BenchError(f"edge measurement ran past {timeout_s} s and was stopped") from error
+        raise BenchError(
+            f"edge measurement timed out after {timeout_s} s and was stopped"
+        ) from error
     if completed.returncode != 0:
         tail = "\n".join(completed.stderr.strip().splitlines()[-5:])
         raise BenchError(f"edge measurement failed (exit {completed.returncode}): {tail}")

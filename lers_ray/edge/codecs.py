@@ -1,4 +1,4 @@
-"""How each embedding table class is stored in an edge artifact, and how it is decoded.
+"""Codecs: the compact storage form of each embedding table class in an edge artifact.
 
 A codec names one compact storage form. The mapping is fixed here, so an artifact can only
 ask for one of these decoders, never for an arbitrary module.

@@ -8,7 +8,7 @@ Layout, all integers little-endian::
     tensor data  (the tensors' bytes back to back, in header order)
 
 Each tensor entry is ``[name, stored dtype, restored dtype, shape, nbytes]``. Integer tensors
-are stored in the narrowest integer type that holds their values (``uint8`` for CSR column
+are stored in the narrowest integer type that fits their values (``uint8`` for CSR column
 indices when ``dim <= 256``, for instance) and restored to their original dtype on reading,
 so index arrays cost what their values need and no more. Floats are stored as they are.
 
@@ -51,7 +51,7 @@ class ArtifactError(ValueError):
 
 
 def narrowest_integer_dtype(values: np.ndarray) -> np.dtype:
-    """Return the smallest integer dtype that holds every value of ``values``."""
+    """Return the smallest integer dtype that fits every value of ``values``."""
     if values.size == 0:
         return np.dtype(np.uint8)
     low, high = int(values.min()), int(values.max())

@@ -2,10 +2,11 @@
 
 Two files, so every method's artifact holds only what the method stores:
 
-- the **model artifact** (``artifact.lers``): each table in its compact form (CSR for pruned
-  tables, packed codes and row scales for PTQ, partitions or cores for QR and TT-Rec, the MLP
-  for DHE, P and Q for CERP) plus the backbone's settings (LightGCN's layer count; neither
-  backbone has weights besides the tables). Its size is the trial's ``artifact_bytes``.
+- the **model artifact** (``artifact.lers``): each table in its compact form plus the
+  backbone's settings. The forms are CSR for pruned tables, packed codes and row scales for
+  PTQ, partitions or cores for QR and TT-Rec, the MLP for DHE, and P and Q for CERP. Neither
+  backbone has weights besides the tables, so the settings are LightGCN's layer count. The
+  file's size is the trial's ``artifact_bytes``.
 - the **graph artifact** (``graph.lers``): the train pairs as a user-to-items CSR, shared by
   every model of one dataset split. LightGCN propagates over it, and every query masks the
   user's train items with it.

@@ -46,7 +46,7 @@ def _read(source: Source) -> tuple[dict[str, Any], dict[str, torch.Tensor], str,
 def _expect_kind(meta: dict[str, Any], kind: str, name: str, hint: str) -> None:
     if meta.get("kind") != kind:
         raise ArtifactError(
-            f"{name}: holds a {meta.get('kind')!r} artifact, expected {kind!r}; {hint}"
+            f"{name}: expected a {kind!r} artifact, found {meta.get('kind')!r}. {hint}"
         )
 
 
@@ -127,7 +127,7 @@ def load_model(source: Source) -> EdgeModel:
         ArtifactError: naming the file when it is not a model artifact.
     """
     meta, tensors, name, nbytes = _read(source)
-    _expect_kind(meta, "cf_model", name, "give the trial's artifact.lers as the model")
+    _expect_kind(meta, "cf_model", name, "Give the trial's artifact.lers as the model")
     parts: dict[str, dict[str, torch.Tensor]] = {"user": {}, "item": {}}
     for key, tensor in tensors.items():
         role, _, field = key.partition(".")
@@ -147,7 +147,7 @@ def load_graph(source: Source) -> EdgeGraph:
         ArtifactError: naming the file when it is not a graph artifact.
     """
     meta, tensors, name, nbytes = _read(source)
-    _expect_kind(meta, "cf_graph", name, "give the dataset's graph.lers as the graph")
+    _expect_kind(meta, "cf_graph", name, "Give the dataset's graph.lers as the graph")
     return EdgeGraph(meta, tensors["crow"], tensors["items"], nbytes)
 
 

@@ -1,7 +1,7 @@
 """The Ray task that measures an artifact on the node it lands on.
 
-The driver passes the artifact's and the graph's bytes (object refs, so Ray ships them
-through its object store); the task writes them to a temporary folder and measures them in a
+The driver passes the artifact's and the graph's bytes as object refs, so Ray ships them
+through its object store. The task writes them to a temporary folder and measures them in a
 fresh Python process with :func:`lers_ray.edge.bench.run_isolated`.
 """
 
@@ -40,4 +40,4 @@ def measure_on_node(
 
 
 measure_remote = ray.remote(max_retries=0)(measure_on_node)
-"""``measure_on_node`` as a Ray task; the caller sets its resources with ``.options``."""
+"""``measure_on_node`` as a Ray task. The caller sets its resources with ``.options``."""

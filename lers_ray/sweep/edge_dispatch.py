@@ -7,7 +7,7 @@ graph artifact, puts both in Ray's object store and runs
 CPU. Figures are logged to the trial's MLflow run and added to its ``results.parquet`` row as
 ``edge.*``; ``edge.status`` is ``ok``, ``failed``, ``timeout`` or ``skipped``.
 
-Ray keeps a task that asks for a resource no node has pending forever, so the dispatcher
+Ray keeps a task that requests a resource no node has pending forever. So the dispatcher
 checks the cluster's resources before every submission and gives every task a deadline.
 Without an edge node, the spec's ``edge.when_missing`` decides: ``simulate`` measures on the
 driver's node once the trials are done (one at a time, tagged ``edge.simulated``), ``skip``
@@ -39,6 +39,8 @@ DEVICE = "device"
 SIMULATE = "simulate"
 SKIP = "skip"
 OFF = "off"
+LOOK_EVERY_S = 30.0
+"""While no edge node is known, how often the dispatcher checks whether one joined."""
 
 
 @dataclass
@@ -89,13 +91,14 @@ class EdgeDispatcher:
         self.running: list[_Running] = []
         self._graph_refs: dict[str, Any] = {}
         self._known: set[str] = set()
+        self._next_look = 0.0
 
     # ----- set-up -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Decide where measurements run; call once Ray is initialised.
+        """Choose where measurements run, and log one warning if no node has the resource.
 
-        Logs one warning when no node advertises the edge resource.
+        Call it once Ray is initialised.
         """
         if self.mode == OFF:
             logger.info("edge measurement is off (edge.enabled is false in the spec)")
@@ -150,18 +153,31 @@ class EdgeDispatcher:
     # ----- running ----------------------------------------------------------------------------
 
     def poll(self) -> None:
-        """Record finished measurements and submit queued ones to edge devices; never blocks.
+        """Record finished measurements and submit queued ones to edge devices, without waiting.
 
-        Simulated measurements wait for :meth:`drain`, so they do not share the CPUs with
-        running trials.
+        Simulated measurements are submitted only by :meth:`drain`, after the trials, so they
+        do not share the CPUs with running trials.
         """
         if self.mode in (None, OFF):
             return
         self._collect(timeout=0.0)
+        self._look_for_edge_node()
         if self.mode == DEVICE:
             self._submit()
         elif self.mode == SKIP:
             self._skip_queued()
+
+    def _look_for_edge_node(self) -> None:
+        """Switch to the device once an edge node joins a sweep that started without one."""
+        if self.mode == DEVICE or time.monotonic() < self._next_look:
+            return
+        self._next_look = time.monotonic() + LOOK_EVERY_S
+        if self._edge_units() >= 1:
+            self.mode = DEVICE
+            logger.info(
+                "edge: a node advertising %r joined; measuring there from now on",
+                self.spec.resource,
+            )
 
     def drain(self) -> None:
         """Run every queued measurement and wait for all of them (each within its deadline)."""
@@ -169,6 +185,7 @@ class EdgeDispatcher:
             return
         if self.pending():
             logger.info("edge: %d measurement(s) to finish", self.pending())
+        self._look_for_edge_node()
         while self.pending():
             if self.mode == SKIP:
                 self._skip_queued()
@@ -208,10 +225,10 @@ class EdgeDispatcher:
             self.spec.threads, self.spec.repeats, self.spec.warmup, self.spec.top_k
         )
         if simulated:
-            here = ray.get_runtime_context().get_node_id()
+            driver_node = ray.get_runtime_context().get_node_id()
             task = measure_remote.options(
                 num_cpus=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(driver_node, soft=False),
             )
         else:
             task = measure_remote.options(num_cpus=0, resources={self.spec.resource: 1})

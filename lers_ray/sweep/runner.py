@@ -184,8 +184,8 @@ def run_sweep(
         return SweepOutcome(sweep_dir, state["tracking_uri"], coordinator.summary(), True, skipped)
 
     started_ray = False
+    ray_address = address or spec.ray_address
     if not ray.is_initialized():
-        ray_address = address or spec.ray_address
         ray.init(
             address=ray_address,
             num_cpus=None if ray_address else num_cpus,
@@ -196,7 +196,9 @@ def run_sweep(
     try:
         coordinator.edge.start()
         if coordinator.trials_to_run() > 0:
-            _run_tune(spec, coordinator, sweep_dir, local=started_ray)
+            # Only a cluster this call started is known to be complete; on another one, nodes
+            # may still join (or an autoscaler add them), so a too-large trial only warns.
+            _run_tune(spec, coordinator, sweep_dir, local=started_ray and not ray_address)
         coordinator.run_edge()
     finally:
         coordinator.finish()

@@ -98,9 +98,9 @@ def test_model_and_graph_files_are_not_interchangeable(
     ml100k: InteractionData, finished_table: TableFactory
 ) -> None:
     _, blob, graph = artifacts(finished_table, "full", "mf", ml100k)
-    with pytest.raises(ArtifactError, match="expected 'cf_model'"):
+    with pytest.raises(ArtifactError, match="expected a 'cf_model' artifact, found 'cf_graph'"):
         load_model(graph)
-    with pytest.raises(ArtifactError, match="expected 'cf_graph'"):
+    with pytest.raises(ArtifactError, match="expected a 'cf_graph' artifact, found 'cf_model'"):
         load_graph(blob)
 
 

@@ -111,3 +111,22 @@ def test_search_shortfall_is_an_optuna_constraint(sweep):
             if study_id.endswith("qr.sp50"):
                 expected = 0.0
             assert trial.constraints["search_shortfall"] == pytest.approx(expected)
+
+
+def test_every_best_model_is_measured_from_its_compact_artifact(sweep):
+    results = read_results(sweep.sweep_dir)
+    measured = results[results["edge.status"].notna()].set_index("study_id")
+    assert sorted(measured.index) == sorted(row["study"] for row in sweep.studies)
+    assert set(measured["edge.status"]) == {"ok"}
+    assert set(measured["edge.simulated"]) == {"true"}
+    assert (measured["edge.artifact_bytes"] == measured["artifact_bytes"]).all()
+    assert (measured["edge.per_query.p95_ms"] > 0).all()
+    full_bytes = measured.loc["ml-100k.lightgcn.full", "artifact_bytes"]
+    compressed = measured[measured["method"] != "full"]
+    # Every method stores less than the full model, and its file costs at most 1.5 times
+    # the 4 bytes per counted parameter (CSR indices) plus a header.
+    assert (compressed["artifact_bytes"] < full_bytes).all()
+    budget = 1.5 * 4 * compressed["params_stored"] + 2048
+    assert (compressed["artifact_bytes"] <= budget).all(), compressed[
+        ["artifact_bytes", "params_stored"]
+    ]
