@@ -19,15 +19,23 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def peak_rss_mb() -> float:
-    """Return the peak resident memory in MiB since the last reset (else since process start)."""
+def _status_mib(field: str) -> float | None:
+    """Return a ``/proc/self/status`` memory field (reported in KiB) in MiB, or ``None``."""
     try:
         with open("/proc/self/status") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024.0
     except (OSError, ValueError, IndexError):
         pass
+    return None
+
+
+def peak_rss_mb() -> float:
+    """Return the peak resident memory in MiB since the last reset (else since process start)."""
+    peak = _status_mib("VmHWM")
+    if peak is not None:
+        return peak
     # NOTE: without /proc this is the lifetime peak, which in a reused Ray worker can come from
     # an earlier trial. Linux reports ru_maxrss in KiB; macOS reports bytes.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -35,11 +43,5 @@ def peak_rss_mb() -> float:
 
 def current_rss_mb() -> float:
     """Return the current resident memory in MiB (``nan`` where ``/proc`` is missing)."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return float("nan")
+    current = _status_mib("VmRSS")
+    return float("nan") if current is None else current

@@ -50,8 +50,24 @@ def _expect_kind(meta: dict[str, Any], kind: str, name: str, hint: str) -> None:
         )
 
 
+class _Counts:
+    """User and item counts read from an artifact's ``meta``."""
+
+    meta: dict[str, Any]
+
+    @property
+    def n_users(self) -> int:
+        """Number of users (rows of the user table)."""
+        return int(self.meta["n_users"])
+
+    @property
+    def n_items(self) -> int:
+        """Number of items (rows of the item table)."""
+        return int(self.meta["n_items"])
+
+
 @dataclass
-class EdgeModel:
+class EdgeModel(_Counts):
     """A CF model artifact: its settings and each table's compact tensors."""
 
     meta: dict[str, Any]
@@ -70,16 +86,6 @@ class EdgeModel:
         """LightGCN propagation layers (0 for MF)."""
         return int(self.meta["num_layers"])
 
-    @property
-    def n_users(self) -> int:
-        """Rows of the user table."""
-        return int(self.meta["n_users"])
-
-    @property
-    def n_items(self) -> int:
-        """Rows of the item table."""
-        return int(self.meta["n_items"])
-
     def decode_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the dense float32 user ``[U, d]`` and item ``[I, d]`` tables."""
         with torch.no_grad():
@@ -89,7 +95,7 @@ class EdgeModel:
 
 
 @dataclass
-class EdgeGraph:
+class EdgeGraph(_Counts):
     """The train pairs of a dataset split as a CSR by user."""
 
     meta: dict[str, Any]
@@ -98,16 +104,6 @@ class EdgeGraph:
     items: torch.Tensor
     """``[n_pairs]`` int64 item ids."""
     nbytes: int
-
-    @property
-    def n_users(self) -> int:
-        """Number of users."""
-        return int(self.meta["n_users"])
-
-    @property
-    def n_items(self) -> int:
-        """Number of items."""
-        return int(self.meta["n_items"])
 
     def pairs(self) -> np.ndarray:
         """Return the ``[n_pairs, 2]`` int64 ``(user, item)`` pairs."""
