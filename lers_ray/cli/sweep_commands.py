@@ -75,6 +75,11 @@ def add_report_parser(subparsers: Any) -> None:
     )
     parser.add_argument("sweep_dir", help="the sweep folder")
     parser.add_argument("--dataset", default=None, help="dataset label, when the sweep has several")
+    parser.add_argument(
+        "--edge",
+        action="store_true",
+        help="show edge figures instead: artifact KiB, per-query / precomputed p50 latency (ms)",
+    )
     parser.set_defaults(func=run_report_command)
 
 
@@ -272,7 +277,7 @@ def run_report_command(args: argparse.Namespace) -> int:
     from lers_ray.sweep.report import sweep_table
 
     try:
-        print(sweep_table(args.sweep_dir, args.dataset))
+        print(sweep_table(args.sweep_dir, args.dataset, "edge" if args.edge else "accuracy"))
     except (FileNotFoundError, ValueError) as error:
         return _fail(error)
     return 0

@@ -5,6 +5,9 @@ preferring trials whose search stage reached the target): its test NDCG@20 and R
 the sparsity it achieved. A cell whose trial's search stage ended below the target is marked
 ``(search short)``. A study skipped because its method
 cannot reach the target shows ``n/a``.
+
+With ``figures="edge"`` the cells hold the best trial's edge figures instead: artifact size
+and the per-query and precomputed p50 latencies.
 """
 
 from __future__ import annotations
@@ -33,18 +36,30 @@ def best_trials(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["dataset", "method", "sparsity_target"])
 
 
+FIGURES = ("accuracy", "edge")
+"""What the cells of :func:`method_target_table` show."""
+
+
 def method_target_table(
-    results: pd.DataFrame, skipped: dict[str, str] | None = None, dataset: str | None = None
+    results: pd.DataFrame,
+    skipped: dict[str, str] | None = None,
+    dataset: str | None = None,
+    figures: str = "accuracy",
 ) -> str:
     """Return a Markdown table: one row per method, one column per target sparsity.
 
-    Cells read ``NDCG@20 / Recall@20 (sparsity)`` on the test split; the full model has one
+    With ``figures="accuracy"``, cells read ``NDCG@20 / Recall@20 (sparsity)`` on the test
+    split. With ``figures="edge"``, cells read ``KiB, per-query p50 / precomputed p50 ms`` of
+    the trial's artifact, or the edge status when it was not measured. The full model has one
     value, shown in its own row under every target. ``dataset`` picks one dataset when the
     sweep has several.
 
     Raises:
-        ValueError: if the results hold several datasets and none is chosen.
+        ValueError: if the results hold several datasets and none is chosen, or ``figures``
+            is unknown.
     """
+    if figures not in FIGURES:
+        raise ValueError(f"figures: {figures!r} is not one of {', '.join(FIGURES)}")
     best = best_trials(results)
     datasets = sorted(set(best["dataset"]))
     if dataset is None and len(datasets) > 1:
@@ -77,6 +92,8 @@ def method_target_table(
                 cells.append("n/a (structure cannot reach the target)")
             elif row.empty:
                 cells.append("–")
+            elif figures == "edge":
+                cells.append(_edge_cell(row.iloc[0]))
             else:
                 first = row.iloc[0]
                 short = search_shortfall(first.get("search_sparsity"), first["sparsity_target"])
@@ -88,12 +105,27 @@ def method_target_table(
     return "\n".join(lines)
 
 
-def sweep_table(sweep_dir: str | Path, dataset: str | None = None) -> str:
+def _edge_cell(row: pd.Series) -> str:
+    status = row.get("edge.status")
+    if not isinstance(status, str):
+        return "not measured"
+    if status != "ok":
+        return status
+    simulated = " (simulated)" if row.get("edge.simulated") == "true" else ""
+    return (
+        f"{row['edge.artifact_bytes'] / 1024:.1f} KiB, {row['edge.per_query.p50_ms']:.2f} / "
+        f"{row['edge.precomputed.p50_ms']:.3f} ms{simulated}"
+    )
+
+
+def sweep_table(
+    sweep_dir: str | Path, dataset: str | None = None, figures: str = "accuracy"
+) -> str:
     """Read a sweep folder's results and skipped studies and return :func:`method_target_table`."""
     sweep_dir = Path(sweep_dir)
     skipped_file = sweep_dir / "skipped_studies.json"
     skipped = json.loads(skipped_file.read_text()) if skipped_file.is_file() else {}
-    return method_target_table(read_results(sweep_dir), skipped, dataset)
+    return method_target_table(read_results(sweep_dir), skipped, dataset, figures)
 
 
 _STUDY_ID = re.compile(r"^[^.]+\.[^.]+\.(?P<method>[^.]+)(\.sp(?P<target>[0-9.]+))?$")

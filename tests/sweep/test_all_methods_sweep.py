@@ -86,6 +86,13 @@ def test_report_command_prints_methods_by_targets(sweep, capsys):
     ptq = next(line for line in lines if line.startswith("| ptq |"))
     assert ptq.endswith("n/a (structure cannot reach the target) |")
 
+    assert main(["report", str(sweep.sweep_dir), "--edge"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.split("|")[2:-1]]
+        measured = [cell for cell in cells if not cell.startswith("n/a")]
+        assert all(cell.endswith("ms (simulated)") for cell in measured), line
+
 
 @pytest.mark.parametrize("study", ["pep.sp80", "optembed.sp50", "qr.sp95", "ptq.sp80"])
 def test_exported_config_reproduces(sweep, tmp_path, study):

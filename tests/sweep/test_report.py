@@ -55,6 +55,26 @@ def test_table_rows_are_methods_and_columns_targets():
     )
 
 
+def test_edge_table_shows_size_and_latency():
+    edge = {
+        "edge.status": "ok",
+        "edge.simulated": "false",
+        "edge.artifact_bytes": 2048.0,
+        "edge.per_query.p50_ms": 1.5,
+        "edge.precomputed.p50_ms": 0.02,
+    }
+    results = RESULTS.copy()
+    for column, value in edge.items():
+        results[column] = None
+        results.loc[results["method"] == "ptq", column] = value
+    results.loc[results["study_id"].str.endswith("sp80"), "edge.status"] = "timeout"
+    lines = method_target_table(results, figures="edge").splitlines()
+    assert lines[2] == "| full | not measured | not measured |"
+    assert lines[4] == "| ptq | 2.0 KiB, 1.50 / 0.020 ms | timeout |"
+    with pytest.raises(ValueError, match="figures: 'speed' is not one of"):
+        method_target_table(RESULTS, figures="speed")
+
+
 def test_several_datasets_need_a_choice():
     other = RESULTS.assign(
         dataset="gowalla", study_id=RESULTS["study_id"].str.replace("ml-100k", "gowalla")
