@@ -30,6 +30,7 @@ import platform
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -174,7 +175,7 @@ def run_isolated(
     options = options or BenchOptions()
     options.validate()
     command = [sys.executable, "-m", "lers_ray.edge.bench", str(model_path), str(graph_path)]
-    command += options.to_args()
+    command += [*options.to_args(), "--exit-with-parent"]
     env = dict(os.environ)
     # The OpenMP pool must match torch's thread count, or idle threads skew the latency.
     env["OMP_NUM_THREADS"] = str(options.threads)
@@ -194,6 +195,22 @@ def run_isolated(
     return result
 
 
+def _exit_with_parent() -> None:
+    """Exit as soon as this process's parent ends, checking once a second.
+
+    Ray kills a cancelled task's worker outright, and without this check the measuring
+    process it started would run to its end on the device.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure one artifact and print the result as JSON (``python -m lers_ray.edge.bench``)."""
     parser = argparse.ArgumentParser(prog="python -m lers_ray.edge.bench", description=main.__doc__)
@@ -202,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     defaults = BenchOptions()
     for key, value in asdict(defaults).items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=value)
+    parser.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="exit when the process that started this one ends (a cancelled Ray task)",
+    )
     args = parser.parse_args(argv)
+    if args.exit_with_parent:
+        _exit_with_parent()
     options = BenchOptions(**{key: getattr(args, key) for key in asdict(defaults)})
     try:
         result = measure(args.model, args.graph, options)
