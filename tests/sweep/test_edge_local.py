@@ -75,3 +75,10 @@ def test_resume_measures_what_is_missing_without_rerunning_trials(
     assert sorted(after["trial_key"]) == sorted(before["trial_key"])
     assert sorted(after["finished_at"]) == sorted(before["finished_at"])
     assert list(after.loc[after["edge.status"].notna(), "edge.status"]) == ["ok"]
+
+
+def test_trials_all_covers_every_completed_trial(ray_session, small_spec, tmp_path, caplog):
+    edge = {"when_missing": "skip", "trials": "all"}
+    _, results = sweep(small_spec, tmp_path, "every_trial", edge, caplog)
+    assert len(results) == 2
+    assert list(results["edge.status"]) == ["skipped", "skipped"]
