@@ -35,7 +35,7 @@ def write_artifacts(folder: Path, data: InteractionData) -> Path:
     return artifact
 
 
-def test_edge_bench_finds_the_sweep_graph_and_writes_figures(tmp_path: Path, run_cli) -> None:
+def test_edge_bench_writes_figures(tmp_path: Path, run_cli) -> None:
     data = small_data()
     artifact = write_artifacts(tmp_path, data)
     (tmp_path / "edge").mkdir()
@@ -62,7 +62,7 @@ def test_edge_bench_finds_the_sweep_graph_and_writes_figures(tmp_path: Path, run
     assert tags["edge.sweep_stack_loaded"] == ""
 
 
-def test_edge_bench_without_a_graph_says_where_to_get_one(tmp_path: Path, run_cli) -> None:
+def test_edge_bench_missing_graph(tmp_path: Path, run_cli) -> None:
     artifact = write_artifacts(tmp_path, small_data())
     result = run_cli(["edge-bench", str(artifact)], cwd=tmp_path)
     assert result.returncode == 2

@@ -39,7 +39,7 @@ def csr_minimum(table: MaskedEmbedding) -> int:
 @pytest.mark.parametrize("target", [0.5, 0.8, 0.95])
 @pytest.mark.parametrize("dataset", list(SIZES))
 @pytest.mark.parametrize("method", ["magprune", "random_prune", "pep", "optembed"])
-def test_pruned_artifact_is_within_five_percent_of_the_csr_minimum(
+def test_csr_artifact_within_five_percent(
     method: str,
     dataset: str,
     target: float,

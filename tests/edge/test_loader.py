@@ -49,7 +49,7 @@ def artifacts(
 
 @pytest.mark.parametrize("backbone", ["mf", "lightgcn"])
 @pytest.mark.parametrize("codec", list(CODEC_METHODS))
-def test_artifact_scores_and_top20_match_the_model(
+def test_artifact_matches_model_scores(
     codec: str, backbone: str, ml100k: InteractionData, finished_table: TableFactory
 ) -> None:
     model, blob, graph = artifacts(finished_table, CODEC_METHODS[codec], backbone, ml100k)
