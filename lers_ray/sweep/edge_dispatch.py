@@ -147,7 +147,7 @@ class EdgeDispatcher:
         self.queue.append(job)
 
     def pending(self) -> int:
-        """Return the measurements queued or running."""
+        """Return the number of measurements queued or running."""
         return len(self.queue) + len(self.running)
 
     # ----- running ----------------------------------------------------------------------------

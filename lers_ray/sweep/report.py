@@ -37,7 +37,7 @@ def best_trials(results: pd.DataFrame) -> pd.DataFrame:
 
 
 FIGURES = ("accuracy", "edge")
-"""What the cells of :func:`method_target_table` show."""
+"""Cell contents that :func:`method_target_table` can show."""
 
 
 def method_target_table(
