@@ -6,7 +6,8 @@
 #   torch=2.13.0+cu128
 #   lers_ray=0.1.0
 #
-# A package that the interpreter cannot find prints NAME=not-installed. Ray requires equal
+# A package that the interpreter cannot find prints NAME=not-installed, and a missing Ray also
+# makes the script exit 1 (the interpreter is then not the one Ray runs). Ray requires equal
 # python and ray versions on every node, so clusters/pi/join.sh compares those two lines of this
 # output (copied from the head, or read over ssh). clusters/pi/setup.sh installs the versions.
 #
@@ -40,3 +41,8 @@ for name in ("ray", "torch", "lers_ray"):
     except metadata.PackageNotFoundError:
         print(f"{name}=not-installed")
 PYTHON
+if ! "$python" -c 'from importlib import metadata; metadata.version("ray")' >/dev/null 2>&1; then
+    echo "print_versions.sh: error: Ray is not installed for '$python'. Set PYTHON to the" \
+        "interpreter that runs Ray on this node" >&2
+    exit 1
+fi

@@ -139,14 +139,19 @@ head_ray="$(version_of ray <<<"$head_versions")"
 [[ "$head_python" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] \
     || fail "no valid python=X.Y.Z line in the head's versions ($head_source, got" \
         "'$head_python'). Produce them with clusters/head/print_versions.sh"
-[[ -n "$head_ray" && "$head_ray" != "not-installed" ]] \
-    || fail "no ray=VERSION line in the head's versions ($head_source, got '$head_ray')." \
+[[ -n "$head_ray" ]] \
+    || fail "no ray=VERSION line in the head's versions ($head_source)." \
         "Produce them with clusters/head/print_versions.sh"
+[[ "$head_ray" != "not-installed" ]] \
+    || fail "the head's versions ($head_source) say Ray is not installed: print_versions.sh ran" \
+        "with another interpreter than the one Ray runs on the head. Run it there again with" \
+        "PYTHON set to that interpreter"
 
-local_versions="$(PYTHON="$python" bash "$PRINT_VERSIONS")" \
-    || fail "could not read the versions of $python"
+# print_versions.sh exits 1 when Ray is missing; the check below explains that case.
+local_versions="$(PYTHON="$python" bash "$PRINT_VERSIONS" 2>/dev/null)" || true
 local_python="$(version_of python <<<"$local_versions")"
 local_ray="$(version_of ray <<<"$local_versions")"
+[[ -n "$local_python" ]] || fail "could not read the versions of $python"
 
 if [[ "$local_python" != "$head_python" ]]; then
     fail "Python version mismatch: the head runs Python $head_python, but this node's $python" \
@@ -155,11 +160,18 @@ Ray only joins nodes with the same Python major.minor.micro version. Install Pyt
 on this node (clusters/pi/setup.sh --head-versions FILE does that in a virtual environment) and
 run join.sh again with PYTHON pointing at it."
 fi
+if [[ "$local_ray" == "not-installed" ]]; then
+    fail "Ray is not installed for $python. Build the edge environment with" \
+        "clusters/pi/setup.sh --head-versions FILE, then run join.sh with PYTHON and RAY" \
+        "pointing into it."
+fi
 if [[ "$local_ray" != "$head_ray" ]]; then
     fail "Ray version mismatch: the head runs Ray $head_ray, but this node's $python has Ray" \
         "$local_ray.
-Install the head's version with: $python -m pip install 'ray[default]==$head_ray'
-(or rebuild the environment with clusters/pi/setup.sh) and run join.sh again."
+Rebuild the edge environment with clusters/pi/setup.sh --head-versions FILE, or install the
+head's version into the environment of $python (not the system Python):
+  $python -m pip install 'ray[default]==$head_ray'
+and run join.sh again."
 fi
 
 import_error="$("$python" -c 'import numpy, torch, lers_ray' 2>&1)" \
@@ -167,7 +179,18 @@ import_error="$("$python" -c 'import numpy, torch, lers_ray' 2>&1)" \
 $import_error
 Install them with clusters/pi/setup.sh, or: $python -m pip install torch numpy /path/to/lers_ray"
 
-# The ray executable may belong to another environment than PYTHON.
+# The ray executable may belong to another environment than PYTHON. A ray script installed by
+# pip starts with a #! line naming its interpreter; compare that environment with PYTHON's.
+ray_path="$(command -v "$ray")"
+read -r ray_shebang <"$ray_path" || true
+ray_interpreter="${ray_shebang#\#!}"
+if [[ "$ray_shebang" == "#!"* && "$ray_interpreter" == *python* && -x "$ray_interpreter" ]]; then
+    ray_prefix="$("$ray_interpreter" -c 'import sys; print(sys.prefix)' 2>/dev/null || true)"
+    python_prefix="$("$python" -c 'import sys; print(sys.prefix)')"
+    [[ "$ray_prefix" == "$python_prefix" ]] \
+        || fail "'$ray_path' belongs to the environment $ray_prefix, but PYTHON ($python) is in" \
+            "$python_prefix. Set RAY to the ray executable of $python's environment"
+fi
 ray_cli_version="$("$ray" --version 2>&1)" || fail "'$ray --version' failed: $ray_cli_version"
 [[ "$ray_cli_version" == *" $head_ray" ]] \
     || fail "'$ray' reports '$ray_cli_version', but the head runs Ray $head_ray. Set RAY to" \

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from lers_ray.config import ConfigError
 
 def add_edge_bench_parser(subparsers: Any) -> None:
     """Add ``edge-bench``."""
-    from lers_ray.edge.options import BenchOptions
+    from lers_ray.edge.options import OPTION_HELP, BenchOptions
 
     defaults = BenchOptions()
     parser = subparsers.add_parser(
@@ -31,15 +33,13 @@ def add_edge_bench_parser(subparsers: Any) -> None:
         help="the dataset's graph artifact (default: graph.lers next to the artifact, or the "
         "sweep's edge/ folder graph of the same split)",
     )
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch threads")
-    parser.add_argument(
-        "--repeats", type=int, default=defaults.repeats, help="timed queries per mode"
-    )
-    parser.add_argument(
-        "--warmup", type=int, default=defaults.warmup, help="untimed queries per mode first"
-    )
-    parser.add_argument("--top-k", type=int, default=defaults.top_k, help="items per query")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of the queried users")
+    for key, value in asdict(defaults).items():
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=int,
+            default=value,
+            help=f"{OPTION_HELP[key]} (default: %(default)s)",
+        )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -78,25 +78,41 @@ def run_edge_bench_command(args: argparse.Namespace) -> int:
     """Measure one artifact and print (and optionally write) its figures."""
     from lers_ray.cli.sweep_commands import _fail
     from lers_ray.edge.bench import BenchError, run_isolated
-    from lers_ray.edge.container import ArtifactError
+    from lers_ray.edge.container import ArtifactError, read_meta
     from lers_ray.edge.options import BenchOptions
 
     artifact = Path(args.artifact)
     options = BenchOptions(args.threads, args.repeats, args.warmup, args.top_k, args.seed)
+    out = Path(args.out) if args.out else None
     try:
         options.validate()
+        if artifact.is_dir():
+            raise ConfigError(f"{artifact} is a folder; give the artifact.lers file inside it")
         if not artifact.is_file():
             raise ConfigError(f"{artifact}: artifact file not found")
+        if out is not None and out.is_dir():
+            raise ConfigError(f"--out {out} is a folder; give a file name such as figures.json")
         graph = Path(args.graph) if args.graph else find_graph(artifact)
-        result = run_isolated(artifact, graph, options, timeout_s=args.timeout)
-    except (ConfigError, ArtifactError, BenchError, ValueError, OSError) as error:
+        for path, kind in ((artifact, "cf_model"), (graph, "cf_graph")):
+            found = read_meta(path).get("kind")
+            if found != kind:
+                raise ArtifactError(f"{path}: expected a {kind!r} artifact, found {found!r}")
+    except (ConfigError, ArtifactError, ValueError, OSError) as error:
         return _fail(error)
+    try:
+        result = run_isolated(artifact, graph, options, timeout_s=args.timeout)
+    except BenchError as error:
+        # The input was valid but the measurement failed or timed out: exit 1, not 2.
+        print(f"lers-ray: {error}", file=sys.stderr)
+        return 1
     print(f"artifact: {artifact}")
     print(f"graph: {graph}")
     for key, value in sorted(result["metrics"].items()):
         print(f"{key}: {value:.6g}")
     for key, value in sorted(result["tags"].items()):
         print(f"{key}: {value}")
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+        print(f"figures written to {out}")
     return 0

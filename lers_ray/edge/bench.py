@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from lers_ray.edge.loader import MODES, EdgeRecommender, load_graph, load_model
-from lers_ray.edge.options import BenchOptions
+from lers_ray.edge.options import OPTION_HELP, BenchOptions
 from lers_ray.memory import current_rss_mb, peak_rss_mb, reset_peak_rss
 
 logger = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ def run_isolated(
             f"edge measurement timed out after {timeout_s} s and was stopped"
         ) from error
     if completed.returncode != 0:
-        tail = "\n".join(completed.stderr.strip().splitlines()[-5:])
+        tail = "\n".join(completed.stderr.strip().splitlines()[-5:]).removeprefix("error: ")
         raise BenchError(f"edge measurement failed (exit {completed.returncode}): {tail}")
     result: dict[str, dict[str, Any]] = json.loads(completed.stdout)
     return result
@@ -213,12 +213,20 @@ def _exit_with_parent() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure one artifact and print the result as JSON (``python -m lers_ray.edge.bench``)."""
-    parser = argparse.ArgumentParser(prog="python -m lers_ray.edge.bench", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m lers_ray.edge.bench",
+        description="Measure one edge artifact and print the figures as JSON.",
+    )
     parser.add_argument("model", help="the model artifact (artifact.lers)")
     parser.add_argument("graph", help="the dataset's graph artifact (graph.lers)")
     defaults = BenchOptions()
     for key, value in asdict(defaults).items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=int, default=value)
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=int,
+            default=value,
+            help=f"{OPTION_HELP[key]} (default: %(default)s)",
+        )
     parser.add_argument(
         "--exit-with-parent",
         action="store_true",

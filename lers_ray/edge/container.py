@@ -46,6 +46,12 @@ _TORCH_DTYPES = {
 _NUMPY_OF_TORCH = {name: np.dtype(name) for name in _TORCH_DTYPES}
 
 
+NOT_AN_ARTIFACT = (
+    f"not a lers_ray edge artifact (it does not start with {MAGIC!r}). Give the artifact.lers "
+    "that a trial wrote beside its best_model.pt, or a graph.lers for a graph"
+)
+
+
 class ArtifactError(ValueError):
     """An artifact file is not a valid lers_ray edge artifact."""
 
@@ -105,10 +111,7 @@ def decode(
     view = memoryview(data)
     prefix = len(MAGIC) + _LENGTH.size
     if len(view) < prefix or bytes(view[: len(MAGIC)]) != MAGIC:
-        raise ArtifactError(
-            f"{source}: not a lers_ray edge artifact (it does not start with {MAGIC!r}); "
-            "give the artifact.lers file a trial wrote, not its best_model.pt"
-        )
+        raise ArtifactError(f"{source}: {NOT_AN_ARTIFACT}")
     (header_length,) = _LENGTH.unpack(view[len(MAGIC) : prefix])
     if len(view) < prefix + header_length:
         raise ArtifactError(f"{source}: truncated header; copy the file again")
@@ -150,10 +153,12 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         ArtifactError: naming the file when it is not an artifact.
     """
     path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: artifact file not found")
     with path.open("rb") as handle:
         prefix = handle.read(len(MAGIC) + _LENGTH.size)
         if len(prefix) < len(MAGIC) + _LENGTH.size or prefix[: len(MAGIC)] != MAGIC:
-            raise ArtifactError(f"{path}: not a lers_ray edge artifact")
+            raise ArtifactError(f"{path}: {NOT_AN_ARTIFACT}")
         (header_length,) = _LENGTH.unpack(prefix[len(MAGIC) :])
         try:
             header = json.loads(handle.read(header_length).decode("utf-8"))

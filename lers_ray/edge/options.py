@@ -20,16 +20,23 @@ class BenchOptions:
     """Seed of the users queried."""
 
     def validate(self) -> None:
-        """Raise ``ValueError`` naming the option that is out of range."""
-        if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
-        if self.repeats < 1:
-            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        """Raise ``ValueError`` naming the command-line option that is out of range."""
+        for key, least in (("threads", 1), ("repeats", 1), ("warmup", 0), ("top_k", 1)):
+            value = getattr(self, key)
+            if value < least:
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(f"{flag} must be at least {least}, got {value}")
 
     def to_args(self) -> list[str]:
         """Return the command-line flags of :func:`main` for these options."""
         return [f"--{key.replace('_', '-')}={value}" for key, value in asdict(self).items()]
+
+
+OPTION_HELP = {
+    "threads": "torch threads",
+    "repeats": "timed queries per mode",
+    "warmup": "untimed queries per mode before the timed ones",
+    "top_k": "items returned per query",
+    "seed": "seed of the queried users",
+}
+"""Command-line help of each :class:`BenchOptions` field."""

@@ -718,6 +718,8 @@ def check_study_configs(spec: SweepSpec, studies: list[StudySpec]) -> None:
     Raises:
         ConfigError: naming the study, its space files and the invalid key.
     """
+    # The probe studies live in memory; Optuna would log each one's creation at INFO.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for study in studies:
         probe = optuna.create_study(direction="maximize")
         params = study.space.sample(probe.ask(), study_context(spec, study))

@@ -76,3 +76,36 @@ def test_edge_bench_rejects_a_checkpoint_file(tmp_path: Path, run_cli) -> None:
     result = run_cli(["edge-bench", str(checkpoint), "--graph", str(checkpoint)], cwd=tmp_path)
     assert result.returncode == 2
     assert "best_model.pt: not a lers_ray edge artifact" in result.stderr
+
+
+def test_edge_bench_bad_options_fail_before_measuring(tmp_path: Path, run_cli) -> None:
+    data = small_data()
+    artifact = write_artifacts(tmp_path, data)
+    graph = tmp_path / "graph.lers"
+    write_graph_artifact(graph, data)
+    cases = [
+        (["--repeats", "0"], "--repeats must be at least 1, got 0"),
+        (["--out", str(tmp_path)], "is a folder; give a file name such as figures.json"),
+    ]
+    for extra, message in cases:
+        result = run_cli(["edge-bench", str(artifact), "--graph", str(graph), *extra], tmp_path)
+        assert result.returncode == 2, extra
+        assert message in result.stderr, extra
+    folder = run_cli(["edge-bench", str(artifact.parent)], tmp_path)
+    assert folder.returncode == 2
+    assert "is a folder; give the artifact.lers file inside it" in folder.stderr
+
+
+def test_edge_bench_out_creates_folders_and_timeout_exits_1(tmp_path: Path, run_cli) -> None:
+    data = small_data()
+    artifact = write_artifacts(tmp_path, data)
+    graph = tmp_path / "graph.lers"
+    write_graph_artifact(graph, data)
+    out = tmp_path / "new" / "folder" / "figures.json"
+    args = ["edge-bench", str(artifact), "--graph", str(graph), "--repeats", "2"]
+    written = run_cli([*args, "--out", str(out)], tmp_path)
+    assert written.returncode == 0, written.stderr
+    assert json.loads(out.read_text())["tags"]["edge.repeats"] == "2"
+    late = run_cli([*args, "--timeout", "0.01"], tmp_path)
+    assert late.returncode == 1
+    assert "timed out after 0.01 s" in late.stderr

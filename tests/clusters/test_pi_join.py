@@ -353,3 +353,48 @@ print(json.dumps({"resources": nodes[0]["Resources"], "ran_on": ran_on}))
     finally:
         stop_processes_using(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> str:
+    """A Python of another environment, without Ray (a venv without pip)."""
+    folder = tmp_path_factory.mktemp("bare") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    return str(folder / "bin" / "python")
+
+
+def test_print_versions_without_ray_exits_1(bare_python):
+    result = subprocess.run(
+        ["bash", str(PRINT_VERSIONS)],
+        check=False,
+        env={**os.environ, "PYTHON": bare_python},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "ray=not-installed" in result.stdout
+    assert "Ray is not installed" in result.stderr
+
+
+def test_join_without_ray_names_setup(tmp_path, join_env, bare_python):
+    versions = write_versions(tmp_path, RUNNING_PYTHON, ray.__version__)
+    env = {**join_env, "PYTHON": bare_python}
+    result = run_join(["127.0.0.2:6379", "--head-versions", str(versions)], env)
+    assert result.returncode != 0
+    assert f"Ray is not installed for {bare_python}" in result.stderr
+    assert "clusters/pi/setup.sh" in result.stderr
+    assert ray_calls(join_env) == []
+
+
+def test_join_rejects_ray_of_another_environment(tmp_path, join_env, bare_python):
+    versions = write_versions(tmp_path, RUNNING_PYTHON, ray.__version__)
+    other_ray = tmp_path / "other_ray"
+    other_ray.write_text(FAKE_RAY.format(python=bare_python))
+    other_ray.chmod(0o755)
+    result = run_join(
+        ["127.0.0.2:6379", "--head-versions", str(versions)], {**join_env, "RAY": str(other_ray)}
+    )
+    assert result.returncode != 0
+    assert "belongs to the environment" in result.stderr
+    assert ray_calls(join_env) == []
