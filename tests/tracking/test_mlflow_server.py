@@ -83,7 +83,12 @@ def mlflow_server(tmp_path):
 def test_nested_runs_on_mlflow_server(tmp_path, mlflow_server, ray_session, small_spec):
     epochs = 3
     spec = parse_sweep_spec(
-        small_spec(name="server_check", epochs=epochs, output_dir=str(tmp_path / "sweep"))
+        small_spec(
+            name="server_check",
+            epochs=epochs,
+            output_dir=str(tmp_path / "sweep"),
+            edge={"repeats": 30, "warmup": 1},
+        )
     )
     outcome = run_sweep(spec, tracking_uri=mlflow_server)
     assert outcome.complete
@@ -157,6 +162,14 @@ def test_nested_runs_on_mlflow_server(tmp_path, mlflow_server, ray_session, smal
             assert tags["artifact.base_model.path"].endswith("best_model.pt")
             assert len(tags["artifact.base_model.sha256"]) == 64
             assert 0.8 <= metrics["sparsity"] <= 0.81
+
+    # Each study's best trial got its edge figures over HTTP after its run had ended.
+    measured = [t for t in by_level["trial"] if "edge.status" in t.data.tags]
+    assert sorted(t.data.tags["study_id"] for t in measured) == sorted(study_ids.values())
+    for trial in measured:
+        assert trial.data.tags["edge.status"] == "ok"
+        assert trial.data.metrics["edge.per_query.p50_ms"] > 0
+        assert trial.data.metrics["edge.artifact_bytes"] == trial.data.metrics["artifact_bytes"]
 
 
 def test_mlflow_key_replaces_refused_characters():
