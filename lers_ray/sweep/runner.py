@@ -17,10 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lers_ray.config import ConfigError, dump_yaml, load_yaml_mapping
-
-if TYPE_CHECKING:
-    from lers_ray.sweep.coordinator import SweepCoordinator
-
 from lers_ray.sweep.spec import (
     StudySpec,
     SweepSpec,
@@ -28,6 +24,9 @@ from lers_ray.sweep.spec import (
     dataset_label,
     parse_sweep_spec,
 )
+
+if TYPE_CHECKING:
+    from lers_ray.sweep.coordinator import SweepCoordinator
 
 logger = logging.getLogger(__name__)
 
