@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,8 @@ from lers_ray.config import ConfigError
 
 def add_edge_bench_parser(subparsers: Any) -> None:
     """Add ``edge-bench``."""
-    from lers_ray.edge.options import OPTION_HELP, BenchOptions
+    from lers_ray.edge.options import BenchOptions
 
-    defaults = BenchOptions()
     parser = subparsers.add_parser(
         "edge-bench",
         help="measure a model artifact: load time, peak memory, query latency",
@@ -33,13 +31,7 @@ def add_edge_bench_parser(subparsers: Any) -> None:
         help="the dataset's graph artifact (default: graph.lers next to the artifact, or the "
         "sweep's edge/ folder graph of the same split)",
     )
-    for key, value in asdict(defaults).items():
-        parser.add_argument(
-            f"--{key.replace('_', '-')}",
-            type=int,
-            default=value,
-            help=f"{OPTION_HELP[key]} (default: %(default)s)",
-        )
+    BenchOptions.add_arguments(parser)
     parser.add_argument(
         "--timeout",
         type=float,
@@ -82,7 +74,7 @@ def run_edge_bench_command(args: argparse.Namespace) -> int:
     from lers_ray.edge.options import BenchOptions
 
     artifact = Path(args.artifact)
-    options = BenchOptions(args.threads, args.repeats, args.warmup, args.top_k, args.seed)
+    options = BenchOptions.from_args(args)
     out = Path(args.out) if args.out else None
     try:
         options.validate()

@@ -32,7 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 
 from lers_ray.edge.loader import MODES, EdgeRecommender, load_graph, load_model
-from lers_ray.edge.options import OPTION_HELP, BenchOptions
+from lers_ray.edge.options import BenchOptions
 from lers_ray.memory import current_rss_mb, peak_rss_mb, reset_peak_rss
 
 logger = logging.getLogger(__name__)
@@ -219,23 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("model", help="the model artifact (artifact.lers)")
     parser.add_argument("graph", help="the dataset's graph artifact (graph.lers)")
-    defaults = BenchOptions()
-    for key, value in asdict(defaults).items():
-        parser.add_argument(
-            f"--{key.replace('_', '-')}",
-            type=int,
-            default=value,
-            help=f"{OPTION_HELP[key]} (default: %(default)s)",
-        )
+    BenchOptions.add_arguments(parser)
     parser.add_argument(
         "--exit-with-parent",
         action="store_true",
         help="exit when the process that started this one ends (a cancelled Ray task)",
     )
     args = parser.parse_args(argv)
+
     if args.exit_with_parent:
         _exit_with_parent()
-    options = BenchOptions(**{key: getattr(args, key) for key in asdict(defaults)})
+    options = BenchOptions.from_args(args)
     try:
         result = measure(args.model, args.graph, options)
     except (ValueError, OSError) as error:

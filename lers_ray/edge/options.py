@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import argparse
+from dataclasses import asdict, dataclass, fields
 
 
 @dataclass
@@ -28,8 +29,25 @@ class BenchOptions:
                 raise ValueError(f"{flag} must be at least {least}, got {value}")
 
     def to_args(self) -> list[str]:
-        """Return the command-line flags of :func:`main` for these options."""
+        """Return the command-line flags that :func:`add_arguments` parses back."""
         return [f"--{key.replace('_', '-')}={value}" for key, value in asdict(self).items()]
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add one integer flag per field (``--top-k`` for ``top_k``), with its default."""
+        defaults = cls()
+        for field in fields(cls):
+            parser.add_argument(
+                f"--{field.name.replace('_', '-')}",
+                type=int,
+                default=getattr(defaults, field.name),
+                help=f"{OPTION_HELP[field.name]} (default: %(default)s)",
+            )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BenchOptions:
+        """Return the options parsed by the flags of :meth:`add_arguments`."""
+        return cls(**{field.name: getattr(args, field.name) for field in fields(cls)})
 
 
 OPTION_HELP = {
