@@ -110,17 +110,8 @@ command -v "$ray" >/dev/null 2>&1 \
     || fail "'$ray' not found. Install Ray for $python, or set RAY to its ray executable"
 [[ -f "$PRINT_VERSIONS" ]] || fail "$PRINT_VERSIONS not found. Run join.sh from a lers_ray checkout"
 
-# Print the value of NAME from NAME=VALUE lines on standard input (the last one wins).
-version_of() {
-    local name="$1" line value=""
-    while IFS= read -r line || [[ -n "$line" ]]; do
-        line="${line%$'\r'}"
-        if [[ "$line" == "$name="* ]]; then
-            value="${line#"$name="}"
-        fi
-    done
-    printf '%s' "$value"
-}
+# shellcheck source=versions.sh
+source "$SCRIPT_DIR/versions.sh"
 
 if [[ -n "$head_versions_file" ]]; then
     [[ -f "$head_versions_file" ]] \

@@ -71,21 +71,11 @@ done
 [[ -f "$source_dir/pyproject.toml" ]] \
     || fail "$source_dir is not a lers_ray checkout (no pyproject.toml). Give --source DIR"
 
-# Print the value of NAME from the versions file (the last NAME=VALUE line wins).
-version_of() {
-    local name="$1" line value=""
-    while IFS= read -r line || [[ -n "$line" ]]; do
-        line="${line%$'\r'}"
-        if [[ "$line" == "$name="* ]]; then
-            value="${line#"$name="}"
-        fi
-    done <"$versions_file"
-    printf '%s' "$value"
-}
-
-python_version="$(version_of python)"
-ray_version="$(version_of ray)"
-torch_version="$(version_of torch)"
+# shellcheck source=versions.sh
+source "$SCRIPT_DIR/versions.sh"
+python_version="$(version_of python <"$versions_file")"
+ray_version="$(version_of ray <"$versions_file")"
+torch_version="$(version_of torch <"$versions_file")"
 torch_version="${torch_version%%+*}"
 [[ "$python_version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] \
     || fail "$versions_file has no valid python=X.Y.Z line (got '$python_version')"
