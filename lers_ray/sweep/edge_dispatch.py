@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lers_ray.config import DatasetConfig
+from lers_ray.data.dataset import InteractionData
 from lers_ray.sweep.results import ResultsTable
 from lers_ray.sweep.spec import EdgeSpec, dataset_label
 from lers_ray.tracking.mlflow_tracker import MlflowSweepTracker
@@ -90,6 +91,7 @@ class EdgeDispatcher:
         self.queue: collections.deque[EdgeJob] = collections.deque()
         self.running: list[_Running] = []
         self._graph_refs: dict[str, Any] = {}
+        self._datasets: dict[str, InteractionData] = {}
         self._known: set[str] = set()
         self._next_look = 0.0
 
@@ -208,10 +210,38 @@ class EdgeDispatcher:
             if self.mode == SKIP:
                 return
             job = self.queue.popleft()
-            if not job.artifact.is_file():
-                self._record(job, "failed", reason=f"{job.artifact} not found", simulated=False)
+            if not job.artifact.is_file() and not self._export_missing_artifact(job):
+                reason = f"{job.artifact} not found, and no best_model.pt beside it to export"
+                self._record(job, "failed", reason=reason, simulated=False)
                 continue
             self.running.append(self._launch(job))
+
+    def _export_missing_artifact(self, job: EdgeJob) -> bool:
+        """Write the artifact of a trial that ended before writing it; False without a model.
+
+        A trial stopped by the early-stopping scheduler never reaches the end of ``run_trial``,
+        where the artifact is written, but it has saved its best epoch's ``best_model.pt``.
+        """
+        from lers_ray.config import TrialConfig
+        from lers_ray.training.checkpoint import read_checkpoint
+        from lers_ray.training.runner import export_edge_artifact
+
+        checkpoint = job.artifact.with_name("best_model.pt")
+        if not checkpoint.is_file():
+            return False
+        config = TrialConfig.from_dict(read_checkpoint(checkpoint)["config"], str(checkpoint))
+        export_edge_artifact(config, checkpoint, self._dataset(job.dataset), job.artifact)
+        logger.info("[%s] edge: wrote %s from %s", job.study_id, job.artifact, checkpoint)
+        return True
+
+    def _dataset(self, dataset: DatasetConfig) -> InteractionData:
+        """Return the loaded dataset, loading each one once per sweep."""
+        from lers_ray.data import load_dataset
+
+        label = dataset_label(dataset)
+        if label not in self._datasets:
+            self._datasets[label] = load_dataset(dataset, data_dir=self.data_dir)
+        return self._datasets[label]
 
     def _launch(self, job: EdgeJob) -> _Running:
         import ray
@@ -259,15 +289,13 @@ class EdgeDispatcher:
 
     def graph_file(self, dataset: DatasetConfig) -> Path:
         """Return the dataset's graph artifact in the sweep's ``edge/`` folder, writing it once."""
-        from lers_ray.data import load_dataset
         from lers_ray.edge.export import write_graph_artifact
 
         path = self.sweep_dir / EDGE_DIR / f"{dataset_label(dataset)}.graph.lers"
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            data = load_dataset(dataset, data_dir=self.data_dir)
             temporary = path.with_suffix(".tmp")
-            write_graph_artifact(temporary, data)
+            write_graph_artifact(temporary, self._dataset(dataset))
             temporary.replace(path)
         return path
 

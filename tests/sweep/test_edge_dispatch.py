@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lers_ray.config import BackboneConfig, DatasetConfig, SyntheticConfig
+from lers_ray.config import BackboneConfig, DatasetConfig, SyntheticConfig, TrialConfig
 from lers_ray.data import load_dataset
 from lers_ray.edge.export import write_model_artifact
 from lers_ray.embeddings.full import FullEmbedding
@@ -17,6 +17,7 @@ from lers_ray.sweep.edge_dispatch import DEVICE, EdgeDispatcher, EdgeJob
 from lers_ray.sweep.results import ResultsTable
 from lers_ray.sweep.spec import EdgeSpec
 from lers_ray.tracking.mlflow_tracker import MlflowSweepTracker
+from lers_ray.training.checkpoint import save_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -28,13 +29,15 @@ DATASET = DatasetConfig(
 def make_dispatcher(tmp_path: Path, when_missing: str) -> tuple[EdgeDispatcher, EdgeJob]:
     data = load_dataset(DATASET)
     torch.manual_seed(0)
+    config = TrialConfig(dataset=DATASET, backbone=BackboneConfig(name="mf", dim=8))
     tables = [FullEmbedding(rows, 8) for rows in (data.n_users, data.n_items)]
-    model = build_model(BackboneConfig(name="mf", dim=8), *tables, data.train, 0.0)
+    model = build_model(config.backbone, *tables, data.train, 0.0)
     artifact = tmp_path / "trial" / "artifact.lers"
     artifact.parent.mkdir(parents=True)
     write_model_artifact(
         artifact, model, method="full", target=0.0, dataset=data.name, fingerprint=data.fingerprint
     )
+    save_checkpoint(artifact.with_name("best_model.pt"), model, config, data, epoch=1)
     results = ResultsTable(tmp_path)
     results.upsert({"trial_key": "s/0", "status": "completed"})
     tracker = MlflowSweepTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "edge", "sweep-id")
@@ -71,11 +74,25 @@ def test_measured_trial_is_not_queued_again(ray_session, tmp_path) -> None:
     assert again.pending() == 0
 
 
-def test_missing_artifact_is_recorded_as_failed(ray_session, tmp_path) -> None:
+def test_missing_artifact_is_exported_from_checkpoint(ray_session, tmp_path) -> None:
+    """A trial stopped early has its best_model.pt but never wrote its artifact."""
     dispatcher, job = make_dispatcher(tmp_path, "simulate")
+    expected = job.artifact.read_bytes()
     job.artifact.unlink()
     dispatcher.start()
     dispatcher.add(job)
     dispatcher.drain()
+    assert dispatcher.results.value("s/0", "edge.status") == "ok"
+    assert job.artifact.read_bytes() == expected
+
+
+def test_missing_artifact_and_model_fail(ray_session, tmp_path) -> None:
+    dispatcher, job = make_dispatcher(tmp_path, "simulate")
+    job.artifact.unlink()
+    job.artifact.with_name("best_model.pt").unlink()
+    dispatcher.start()
+    dispatcher.add(job)
+    dispatcher.drain()
     assert dispatcher.results.value("s/0", "edge.status") == "failed"
-    assert "artifact.lers not found" in dispatcher.results.value("s/0", "edge.failure_reason")
+    reason = dispatcher.results.value("s/0", "edge.failure_reason")
+    assert "artifact.lers not found, and no best_model.pt beside it" in reason
