@@ -8,9 +8,9 @@ Layout, all integers little-endian::
     tensor data  (the tensors' bytes back to back, in header order)
 
 Each tensor entry is ``[name, stored dtype, restored dtype, shape, nbytes]``. Integer tensors
-are stored in the narrowest integer type that fits their values (``uint8`` for CSR column
-indices when ``dim <= 256``, for instance) and restored to their original dtype on reading,
-so index arrays cost what their values need and no more. Floats are stored as they are.
+are stored in the narrowest integer type that fits their values, for instance ``uint8`` for
+CSR column indices when ``dim <= 256``. Reading restores their original dtype. So index
+arrays cost what their values need and no more. Floats are stored as they are.
 
 Reading needs numpy and torch only, so a device can load artifacts without the sweep stack.
 """

@@ -195,8 +195,8 @@ def run_sweep(
     try:
         coordinator.edge.start()
         if coordinator.trials_to_run() > 0:
-            # Only a cluster this call started is known to be complete; on another one, nodes
-            # may still join (or an autoscaler add them), so a too-large trial only warns.
+            # Only a cluster this call started is known to be complete. Nodes may still join
+            # another one (or an autoscaler may add them), so there a too-large trial only warns.
             _run_tune(spec, coordinator, sweep_dir, local=started_ray and not ray_address)
         coordinator.run_edge()
     finally:

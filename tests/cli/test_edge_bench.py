@@ -96,7 +96,7 @@ def test_edge_bench_bad_options_fail_before_measuring(tmp_path: Path, run_cli) -
     assert "is a folder; give the artifact.lers file inside it" in folder.stderr
 
 
-def test_edge_bench_out_creates_folders_and_timeout_exits_1(tmp_path: Path, run_cli) -> None:
+def test_edge_bench_out_and_timeout(tmp_path: Path, run_cli) -> None:
     data = small_data()
     artifact = write_artifacts(tmp_path, data)
     graph = tmp_path / "graph.lers"

@@ -63,5 +63,5 @@ def test_measurement_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     assert child.is_running()
     parent.kill()
     parent.wait(timeout=30)
-    gone, _ = psutil.wait_procs([child], timeout=15)
-    assert gone == [child]
+    exited, _ = psutil.wait_procs([child], timeout=15)
+    assert exited == [child]

@@ -30,7 +30,7 @@ def test_round_trip_keeps_values_dtypes_and_shapes() -> None:
         assert torch.equal(back[name], tensor), name
 
 
-def test_integers_are_stored_in_the_narrowest_type_that_holds_them() -> None:
+def test_integers_stored_in_narrowest_type() -> None:
     small = {"ids": torch.arange(200, dtype=torch.int64)}
     wide = {"ids": torch.tensor([0, 70000], dtype=torch.int64)}
     # 200 values of one byte each, against 2 values of four bytes (uint32 for 70000).

@@ -120,7 +120,7 @@ def test_search_shortfall_is_an_optuna_constraint(sweep):
             assert trial.constraints["search_shortfall"] == pytest.approx(expected)
 
 
-def test_every_best_model_is_measured_from_its_compact_artifact(sweep):
+def test_best_models_measured_from_artifacts(sweep):
     results = read_results(sweep.sweep_dir)
     measured = results[results["edge.status"].notna()].set_index("study_id")
     assert sorted(measured.index) == sorted(row["study"] for row in sweep.studies)
