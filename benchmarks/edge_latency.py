@@ -450,7 +450,7 @@ def run_dataset(
     write: Callable[[], None],
 ) -> None:
     """Prepare and measure every method and target of one dataset, appending to ``rows``."""
-    options = BenchOptions(threads=args.threads, repeats=args.repeats, warmup=args.warmup)
+    options = BenchOptions.from_args(args)
     dim = context.template.backbone.dim
     for method in args.methods:
         targets = [0.0] if method == "full" else [target_key(t) for t in args.targets]
@@ -541,9 +541,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
 
     parser.add_argument("--out", type=Path, required=True, help="folder for artifacts and results")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the measurement")
-    parser.add_argument("--repeats", type=int, default=30, help="timed queries per mode")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed queries per mode first")
+    BenchOptions.add_arguments(parser)
     parser.add_argument(
         "--timeout",
         type=float,
@@ -577,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     header: dict[str, Any] = {
         "command": [Path(sys.executable).name, *sys.argv],
-        "options": {"threads": args.threads, "repeats": args.repeats, "warmup": args.warmup},
+        "options": vars(BenchOptions.from_args(args)),
         "machine": node_tags(),
         "load_average_start": list(os.getloadavg()),
     }
